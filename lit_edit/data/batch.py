@@ -1,0 +1,146 @@
+"""Tokenized examples and the typed edit batch: what every editor's ``edit`` and metrics consume.
+
+Loss and metrics only see target tokens: prompt and padding positions carry the label -100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from lit_edit.data.records import EditRecord, LabeledPrompt
+from lit_edit.metrics import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class TokenizedExamples:
+    """Prompts with their targets, padded on the right.
+
+    Causal LMs: ``input_ids`` = prompt + target, ``labels`` aligned with ``input_ids``.
+    Seq2seq LMs: ``input_ids`` = prompt, ``labels`` = target (the decoder's input is derived from it).
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> TokenizedExamples:
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def select(self, rows: Tensor) -> TokenizedExamples:
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class EditBatch:
+    """n edits with the inputs that measure them.
+
+    ``edit``: the edit descriptors (prompt -> new target); ``in_scope``: each edit's prompt and
+    paraphrases (-> new target), ``in_scope_is_paraphrase`` marks the paraphrase rows;
+    ``out_of_scope``: prompts about other facts with their answers, none about a subject edited in
+    this batch.
+    """
+
+    edit: TokenizedExamples
+    in_scope: TokenizedExamples
+    in_scope_is_paraphrase: Tensor
+    out_of_scope: TokenizedExamples
+    records: tuple[EditRecord, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.edit)
+
+    def to(self, device: torch.device | str) -> EditBatch:
+        return replace(
+            self,
+            edit=self.edit.to(device),
+            in_scope=self.in_scope.to(device),
+            in_scope_is_paraphrase=self.in_scope_is_paraphrase.to(device),
+            out_of_scope=self.out_of_scope.to(device),
+        )
+
+
+class PromptTokenizer:
+    """Turns (prompt, target) pairs into :class:`TokenizedExamples` for a causal or seq2seq LM."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, kind: str = "causal", max_length: int = 128,
+                 target_separator: str = " ") -> None:
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.max_length = max_length
+        self.target_separator = target_separator
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
+        self.pad_id = int(pad)
+
+    def target_ids(self, target: str) -> list[int]:
+        text = self.target_separator + target if self.kind == "causal" else target
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"target {target!r} tokenizes to nothing")
+        return ids
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+    def __call__(self, pairs: Sequence[LabeledPrompt]) -> TokenizedExamples:
+        rows_in: list[list[int]] = []
+        rows_lab: list[list[int]] = []
+        for pair in pairs:
+            prompt, target = self.prompt_ids(pair.prompt), self.target_ids(pair.target)
+            if self.kind == "causal":
+                prompt = prompt[-(self.max_length - len(target)):] if len(prompt) + len(target) > self.max_length else prompt
+                rows_in.append(prompt + target)
+                rows_lab.append([IGNORE_INDEX] * len(prompt) + target)
+            else:
+                rows_in.append(prompt[: self.max_length])
+                rows_lab.append(target[: self.max_length])
+        input_ids, attention_mask = _pad(rows_in, self.pad_id)
+        labels, _ = _pad(rows_lab, IGNORE_INDEX)
+        return TokenizedExamples(input_ids, attention_mask, labels)
+
+    def batch(self, records: Sequence[EditRecord], max_out_of_scope: int | None = None) -> EditBatch:
+        """Build the edit batch for ``records``; out-of-scope prompts about any edited subject are dropped."""
+        edit = self([LabeledPrompt(r.prompt, r.target_new) for r in records])
+        in_scope_pairs = [pair for r in records for pair in r.in_scope]
+        is_paraphrase = torch.tensor([i > 0 for r in records for i in range(1 + len(r.paraphrases))])
+        out_of_scope = select_out_of_scope(records, max_out_of_scope)
+        if not out_of_scope:
+            raise ValueError(
+                f"edits {[r.case_id for r in records]} have no out-of-scope prompt that avoids the batch's subjects"
+            )
+        return EditBatch(edit, self(in_scope_pairs), is_paraphrase, self(out_of_scope), tuple(records))
+
+
+def select_out_of_scope(records: Sequence[EditRecord], limit: int | None = None) -> list[LabeledPrompt]:
+    """The batch's out-of-scope and hard out-of-scope prompts, minus any that another edit of the batch touches."""
+    edited_prompts = {p.prompt for r in records for p in r.in_scope}
+    chosen: list[LabeledPrompt] = []
+    seen: set[str] = set()
+    for record in records:
+        # A record's own same-subject prompts are its hard out-of-scope test; other edits' subjects are not.
+        others = [r.subject for r in records if r.subject and r.subject != record.subject]
+        for pair in (*record.out_of_scope, *record.hard_out_of_scope):
+            if pair.prompt in edited_prompts or pair.prompt in seen or any(s in pair.prompt for s in others):
+                continue
+            seen.add(pair.prompt)
+            chosen.append(pair)
+    return chosen[:limit] if limit else chosen
+
+
+def _pad(rows: list[list[int]], value: int) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask

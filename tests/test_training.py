@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from lightning.pytorch import Trainer, seed_everything
 
@@ -49,20 +50,20 @@ def test_train_py_fast_dev_run(tiny_models, synthetic_splits, tmp_path, monkeypa
 
 def test_train_py_saves_editor_only_checkpoint_and_resumes(knowing_gpt2, synthetic_splits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = [*override_model(knowing_gpt2, synthetic_splits), "--model.init_args.rank=8", "--trainer.max_steps=4",
-            "--trainer.val_check_interval=2", "--data.limit_val=4", "--trainer.enable_progress_bar=false"]
+    args = [*override_model(knowing_gpt2, synthetic_splits), "--model.init_args.rank=8", "--trainer.max_steps=100",
+            "--trainer.val_check_interval=50", "--data.limit_val=4", "--trainer.enable_progress_bar=false"]
     first = train_main(args)
     last = tmp_path / "checkpoints" / "mend-smollm2-135m" / "last.ckpt"
     best = last.with_name("best.ckpt")
     assert last.exists() and best.exists()
-    import torch
-
     state = torch.load(last, weights_only=False)
-    assert state["global_step"] == 4 and not any(k.startswith("model.") for k in state["state_dict"])
-    # An interrupted run is continued from last.ckpt: asking for 6 steps runs only the 2 missing ones.
-    resumed = train_main([*args, "--trainer.max_steps=6"])
-    assert resumed.trainer.global_step == 6
-    assert first.trainer.global_step == 4
+    assert state["global_step"] == 100 and not any(k.startswith("model.") for k in state["state_dict"])
+    assert first.trainer.global_step == 100
+    # Started again, the run continues from last.ckpt: asking for 150 steps runs only the 50 missing ones,
+    # with the optimizer state restored.
+    resumed = train_main([*args, "--trainer.max_steps=150"])
+    assert resumed.trainer.global_step == 150
+    assert torch.load(last, weights_only=False)["global_step"] == 150
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
 

@@ -152,14 +152,15 @@ class MEND(Editor):
         with ActivationCapture(self.model, self.module_names) as capture:
             loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, leaves))
             torch.autograd.grad(loss, list(leaves.values()))
-        tokens = batch.edit.attention_mask.bool()
-        if self.kind == "seq2seq":
-            tokens = None  # decoder and encoder lengths differ; use every position
+        # Causal LMs: skip padding. Seq2seq: encoder and decoder lengths differ, so every position counts;
+        # padded positions have a zero output gradient but still pass through the editor network (known gap
+        # for several seq2seq edits per batch; one edit has no padding).
+        tokens = batch.edit.attention_mask.bool() if self.kind == "causal" else None
         params: dict[str, Tensor] = {}
         for i, (name, weight) in enumerate(base.items()):
             module_name = name.rpartition(".")[0]
             u, delta = capture.inputs[module_name], capture.output_grads[module_name]
-            if tokens is not None and u.shape[:2] == tokens.shape:
+            if tokens is not None:
                 u, delta = u[tokens], delta[tokens]
             else:
                 u, delta = u.reshape(-1, u.shape[-1]), delta.reshape(-1, delta.shape[-1])

@@ -31,8 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lit_edit.data.batch import PromptTokenizer  # noqa: E402
 from lit_edit.data.builtin.facts import RELATIONS, Fact, all_facts, fill  # noqa: E402
 from lit_edit.data.records import EditRecord, LabeledPrompt  # noqa: E402
+from lit_edit.editors.edited_model import aligned_logits  # noqa: E402
+from lit_edit.metrics import example_correct  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
@@ -56,40 +59,18 @@ def load(model_dir: str | None):
     return model, tokenizer, model_dir
 
 
-def encode(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
-    """Token ids of ``prompt`` and of the target continuation ``" " + target``.
-
-    The whole string is tokenized once; when the prompt's own tokens are not a prefix of it (a merge
-    across the boundary) the two parts are tokenized separately instead.
-    """
-    prompt_ids = tokenizer(prompt, add_special_tokens=True).input_ids
-    full_ids = tokenizer(prompt + " " + target, add_special_tokens=True).input_ids
-    if full_ids[: len(prompt_ids)] == prompt_ids and len(full_ids) > len(prompt_ids):
-        return prompt_ids, full_ids[len(prompt_ids):]
-    return prompt_ids, tokenizer(" " + target, add_special_tokens=False).input_ids
-
-
 @torch.inference_mode()
 def known_mask(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int = 64) -> list[bool]:
-    """For each (prompt, target): does greedy teacher forcing reproduce every target token?"""
-    encoded = [encode(tokenizer, p, t) for p, t in pairs]
-    order = sorted(range(len(pairs)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    result = [False] * len(pairs)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        seqs = [encoded[i][0] + encoded[i][1] for i in chunk]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):  # right padding: real tokens keep positions 0..n-1
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
-        predicted = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
-        for row, i in enumerate(chunk):
-            n_prompt, target = len(encoded[i][0]), encoded[i][1]
-            guess = predicted[row, n_prompt - 1:n_prompt - 1 + len(target)].tolist()
-            result[i] = guess == target
+    """For each (prompt, target): does teacher forcing reproduce every target token?
+
+    Uses the framework's own tokenization and ES criterion, so a "known" fact is exactly one whose
+    pre-edit ES is 1 when lit_edit measures it.
+    """
+    prompts = PromptTokenizer(tokenizer, "causal")
+    result: list[bool] = []
+    for start in range(0, len(pairs), batch_size):
+        examples = prompts([LabeledPrompt(p, t) for p, t in pairs[start:start + batch_size]])
+        result += example_correct(*aligned_logits(model, examples, "causal")).tolist()
     return result
 
 

@@ -32,7 +32,7 @@ class EditorSuite(LightningModule):
         super().__init__()
         if not editors:
             raise ValueError("EditorSuite needs at least one editor")
-        specs = {(e.model_spec.name, e.model_spec.kind) for e in editors.values()}
+        specs = {(e.model_spec.name, e.model_spec.kind, e.model_spec.dtype) for e in editors.values()}
         if len(specs) > 1:
             raise ValueError(f"all editors of one evaluation must edit the same base model, got {sorted(specs)}")
         self.editors = nn.ModuleDict(editors)
@@ -47,8 +47,9 @@ class EditorSuite(LightningModule):
         return batch.to(device) if isinstance(batch, EditBatch) else batch
 
     def test_step(self, batch: EditBatch, batch_idx: int) -> None:
+        pre = next(iter(self.editors.values())).pre_edit_logits(batch)  # one base model: compute it once
         for key, editor in self.editors.items():
-            editor.score(batch, editor.test_scores)
+            editor.score(batch, editor.test_scores, pre)
             Editor.log_scores(self, editor.test_scores, key, len(batch))
 
     def on_test_epoch_end(self) -> None:

@@ -104,11 +104,15 @@ class Editor(LightningModule):
         self.score(batch, self.test_scores)
         self.log_scores(self, self.test_scores, "test", len(batch))
 
-    def score(self, batch: EditBatch, scores: EditScores) -> EditedModel:
-        """Edit with ``batch`` and update ``scores`` from the logits before and after."""
+    def pre_edit_logits(self, batch: EditBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Unedited (in-scope logits, labels, out-of-scope logits, labels): shareable by editors of one model."""
         with torch.no_grad():
-            pre_in, in_labels = self.logits(batch.in_scope)
-            pre_out, out_labels = self.logits(batch.out_of_scope)
+            return (*self.logits(batch.in_scope), *self.logits(batch.out_of_scope))
+
+    def score(self, batch: EditBatch, scores: EditScores,
+              pre: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> EditedModel:
+        """Edit with ``batch`` and update ``scores`` from the logits before (``pre``, computed if not given) and after."""
+        pre_in, in_labels, pre_out, out_labels = pre if pre is not None else self.pre_edit_logits(batch)
         start = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
             edited = self.edit(batch)

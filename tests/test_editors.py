@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import synthetic_records
 
+from lit_edit.data.batch import TokenizedExamples
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors import MEND, EditFailedError, FineTune, NoEdit
 from lit_edit.editors.edited_model import aligned_logits, locality_kl, nll_loss, prediction_mask
@@ -126,3 +129,33 @@ def test_mend_checkpoint_holds_only_editor_weights(tiny_models, tmp_path):
     assert torch.equal(fresh.networks[key].up[0].weight, editor.networks[key].up[0].weight)
     assert fresh.networks[key].up[0].weight.abs().sum() > 0
     assert load_model(tiny_models["gpt2"]) is fresh.model  # the base model comes from its spec, loaded once
+
+
+def pad_right(examples: TokenizedExamples, n: int) -> TokenizedExamples:
+    """The same examples with ``n`` more padding positions on the input and on the labels."""
+    def extend(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.cat([t, t.new_full((t.shape[0], n), value)], dim=1)
+    return TokenizedExamples(extend(examples.input_ids, 0), extend(examples.attention_mask, 0), extend(examples.labels, -100))
+
+
+@pytest.mark.parametrize("arch,editable", [
+    ("gpt2", None), ("llama", None),
+    ("t5", ["encoder.block.1.layer.1.DenseReluDense.wo.weight", "decoder.block.1.layer.2.DenseReluDense.wo.weight"]),
+    ("bart", ["model.encoder.layers.1.fc2.weight", "model.decoder.layers.1.fc2.weight"]),
+])
+def test_mend_edit_ignores_padding(tiny_models, arch, editable):
+    """Padded positions add nothing to the gradient, so they must add nothing to a (trained) MEND edit,
+    on causal models and on both the encoder and the decoder of seq2seq models."""
+    spec = tiny_models[arch] if editable is None else replace(tiny_models[arch], editable=editable)
+    editor = MEND(spec, rank=8, edit_lr=1.0e-2)
+    torch.manual_seed(0)
+    for network in editor.networks.values():  # a trained network is not the identity: offsets move padding rows
+        for parameter in (*network.up.parameters(), network.offset):
+            torch.nn.init.normal_(parameter, std=0.1)
+    editor.eval()
+    batch = editor.prompts.batch([RECORD])
+    padded = replace(batch, edit=pad_right(batch.edit, 3))
+    plain, with_padding = editor.edit(batch).params, editor.edit(padded).params
+    for name in editor.editable_names:
+        assert not torch.equal(plain[name], editor.base_params()[name])
+        torch.testing.assert_close(with_padding[name], plain[name], rtol=1e-4, atol=1e-6)

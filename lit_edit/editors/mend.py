@@ -62,6 +62,8 @@ class RunningNorm(nn.Module):
     def update(self, x: Tensor) -> None:
         """Chan et al.'s parallel update of mean and sum of squared deviations."""
         x = x.detach().double()
+        if x.shape[0] == 0:
+            return
         n, mean = x.shape[0], x.mean(0)
         m2 = ((x - mean) ** 2).sum(0)
         total = self.count + n
@@ -152,18 +154,15 @@ class MEND(Editor):
         with ActivationCapture(self.model, self.module_names) as capture:
             loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, leaves))
             torch.autograd.grad(loss, list(leaves.values()))
-        # Causal LMs: skip padding. Seq2seq: encoder and decoder lengths differ, so every position counts;
-        # padded positions have a zero output gradient but still pass through the editor network (known gap
-        # for several seq2seq edits per batch; one edit has no padding).
-        tokens = batch.edit.attention_mask.bool() if self.kind == "causal" else None
         params: dict[str, Tensor] = {}
         for i, (name, weight) in enumerate(base.items()):
             module_name = name.rpartition(".")[0]
             u, delta = capture.inputs[module_name], capture.output_grads[module_name]
-            if tokens is not None:
-                u, delta = u[tokens], delta[tokens]
-            else:
-                u, delta = u.reshape(-1, u.shape[-1]), delta.reshape(-1, delta.shape[-1])
+            u, delta = u.reshape(-1, u.shape[-1]), delta.reshape(-1, delta.shape[-1])
+            # The gradient is the sum of u·δᵀ over positions; those with δ = 0 (padding, encoder or decoder,
+            # and positions after the target) add nothing to it and must add nothing to the edit either.
+            contributes = delta.abs().amax(dim=-1) > 0
+            u, delta = u[contributes], delta[contributes]
             pseudo_u, pseudo_delta = self.networks[self.group_of[name]](u, delta, self.layer_index[name])
             update = pseudo_u.T @ pseudo_delta if self.transposed[name] else pseudo_delta.T @ pseudo_u
             params[name] = weight - self.edit_lrs[i] * update.to(weight.dtype)

@@ -28,8 +28,16 @@ COLUMNS = (
 class EditorSuite(LightningModule):
     """Runs every editor on each test batch; ``output`` receives one JSON record per editor."""
 
-    def __init__(self, editors: dict[str, Editor], output: str = "results/evaluate.json") -> None:
+    def __init__(self, editors: dict[str, Editor], output: str = "results/evaluate.json",
+                 only: list[str] | None = None) -> None:
+        """``only`` names the editors to run (default: all), to re-run or skip one without editing the config."""
         super().__init__()
+        if only is not None:
+            unknown = sorted(set(only) - set(editors))
+            if unknown:
+                raise ValueError(f"--model.only names editors the config does not define: {unknown}; "
+                                 f"defined: {sorted(editors)}")
+            editors = {key: editor for key, editor in editors.items() if key in only}
         if not editors:
             raise ValueError("EditorSuite needs at least one editor")
         specs = {(e.model_spec.name, e.model_spec.kind, e.model_spec.dtype) for e in editors.values()}

@@ -67,8 +67,8 @@ def test_train_py_saves_editor_only_checkpoint_and_resumes(knowing_gpt2, synthet
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
 
 
-def test_evaluate_py_prints_one_table_and_writes_json(tiny_models, synthetic_splits, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def tiny_evaluate_config(tiny_models, synthetic_splits, tmp_path: Path) -> Path:
+    """configs/evaluate.yaml on the tiny GPT-2 and three synthetic test edits (untrained MEND)."""
     spec = {"name": tiny_models["gpt2"].name, "editable": tiny_models["gpt2"].editable}
     config = yaml.safe_load((CONFIG_DIR / "evaluate.yaml").read_text())
     config["model"]["editors"]["mend"]["init_args"].pop("checkpoint")
@@ -77,7 +77,12 @@ def test_evaluate_py_prints_one_table_and_writes_json(tiny_models, synthetic_spl
     config["data"]["test"] = str(synthetic_splits["test"])
     config["data"]["limit_test"] = 3
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
-    evaluate_main(["--config", str(tmp_path / "eval.yaml")], default_config=None)
+    return tmp_path / "eval.yaml"
+
+
+def test_evaluate_py_prints_one_table_and_writes_json(tiny_models, synthetic_splits, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    evaluate_main(["--config", str(tiny_evaluate_config(tiny_models, synthetic_splits, tmp_path))], default_config=None)
     out = capsys.readouterr().out
     assert "| editor | ES | paraphrase ES" in out
     records = json.loads((tmp_path / "results" / "evaluate.json").read_text())
@@ -87,6 +92,16 @@ def test_evaluate_py_prints_one_table_and_writes_json(tiny_models, synthetic_spl
     assert records[0]["metrics"]["es"] == records[0]["metrics"]["pre_es"]  # no edit, no change
     assert records[0]["metrics"]["retention"] == 1.0
     assert records[2]["init_args"]["kl_weight"] == 1.0 and records[2]["name"] == "FT+KL"
+
+
+def test_evaluate_py_runs_only_the_editors_named(tiny_models, synthetic_splits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = str(tiny_evaluate_config(tiny_models, synthetic_splits, tmp_path))
+    evaluate_main(["--config", config, "--model.only", "[mend, unedited]"], default_config=None)
+    records = json.loads((tmp_path / "results" / "evaluate.json").read_text())
+    assert sorted(r["editor"] for r in records) == ["mend", "unedited"]
+    with pytest.raises(ValueError, match=r"does not define: \['mnd'\]"):
+        evaluate_main(["--config", config, "--model.only", "[mnd]"], default_config=None)
 
 
 @pytest.mark.parametrize("config", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)

@@ -117,9 +117,12 @@ class Editor(LightningModule):
         with torch.inference_mode(False), torch.enable_grad():
             edited = self.edit(batch)
         seconds = (time.perf_counter() - start) / len(batch)
-        with torch.no_grad():
-            post_in, _ = self.logits(batch.in_scope, edited)
-            post_out, _ = self.logits(batch.out_of_scope, edited)
+        if edited.params:
+            with torch.no_grad():
+                post_in, _ = self.logits(batch.in_scope, edited)
+                post_out, _ = self.logits(batch.out_of_scope, edited)
+        else:  # nothing was changed: the unedited logits are the answer
+            post_in, post_out = pre_in, pre_out
         para = batch.in_scope_is_paraphrase
         scores.es.update(post_in, in_labels)
         scores.pre_es.update(pre_in, in_labels)

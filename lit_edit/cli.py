@@ -6,6 +6,7 @@ take ``args`` so tests can call them in-process.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
 from lit_edit.suite import EditorSuite
+
+# EditDataModule's training order resumes mid-epoch through its sampler (lit_edit.data.sampling), which
+# Lightning's check for a stateful DataLoader does not see.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

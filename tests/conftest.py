@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -150,3 +152,14 @@ def teach_facts(spec: ModelSpec, steps: int = 400) -> ModelSpec:
 def knowing_gpt2(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
     """A tiny GPT-2 that has learnt every true fact of the fixture world."""
     return teach_facts(make_tiny_model(tmp_path_factory.mktemp("knowing") / "gpt2", "gpt2", n_embd=64))
+
+
+class RecordTrainBatches(Callback):
+    """Appends the case ids of every training batch to a JSON-lines file (resume tests; by class path in configs)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with self.path.open("a") as out:
+            out.write(json.dumps([record.case_id for record in batch.records]) + "\n")

@@ -50,8 +50,10 @@ def test_train_py_fast_dev_run(tiny_models, synthetic_splits, tmp_path, monkeypa
 
 def test_train_py_saves_editor_only_checkpoint_and_resumes(knowing_gpt2, synthetic_splits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    recorder = json.dumps({"class_path": "conftest.RecordTrainBatches", "init_args": {"path": "batches.jsonl"}})
     args = [*override_model(knowing_gpt2, synthetic_splits), "--model.init_args.rank=8", "--trainer.max_steps=100",
-            "--trainer.val_check_interval=50", "--data.limit_val=4", "--trainer.enable_progress_bar=false"]
+            "--trainer.val_check_interval=50", "--data.limit_val=4", "--trainer.enable_progress_bar=false",
+            f"--trainer.callbacks+={recorder}"]
     first = train_main(args)
     last = tmp_path / "checkpoints" / "mend-smollm2-135m" / "last.ckpt"
     best = last.with_name("best.ckpt")
@@ -65,6 +67,15 @@ def test_train_py_saves_editor_only_checkpoint_and_resumes(knowing_gpt2, synthet
     assert resumed.trainer.global_step == 150
     assert torch.load(last, weights_only=False)["global_step"] == 150
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    # ... and with the edits an uninterrupted run would have seen next (100 is mid-epoch: 7 batches per epoch).
+    seen = [json.loads(line) for line in (tmp_path / "batches.jsonl").read_text().splitlines()]
+    data = EditDataModule(train=str(synthetic_splits["train"]), model=knowing_gpt2, edits_per_batch=4)
+    loader = data.train_dataloader()
+    uninterrupted = []
+    for epoch in range(22):
+        loader.sampler.set_epoch(epoch)
+        uninterrupted += [[record.case_id for record in batch.records] for batch in loader]
+    assert len(loader) == 7 and seen == uninterrupted[:150]
 
 
 def tiny_evaluate_config(tiny_models, synthetic_splits, tmp_path: Path) -> Path:

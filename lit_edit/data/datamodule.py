@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_edit.data.batch import EditBatch, PromptTokenizer
 from lit_edit.data.readers import load_edit_records
 from lit_edit.data.records import EditRecord
+from lit_edit.data.sampling import ResumableShuffle
 from lit_edit.models import ModelSpec, load_tokenizer
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -110,16 +110,21 @@ class EditDataModule(LightningDataModule):
     def collate(self, records: list[EditRecord]) -> EditBatch:
         return self.prompts.batch(records, self.max_out_of_scope)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.records(split), batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=self.collate, num_workers=self.num_workers, drop_last=shuffle)
+    def _loader(self, split: str, batch_size: int, sampler: ResumableShuffle | None = None) -> DataLoader:
+        return DataLoader(self.records(split), batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
+                          num_workers=self.num_workers, drop_last=sampler is not None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.edits_per_batch, shuffle=True)
+        sampler = ResumableShuffle(len(self.records("train")), self.seed)
+        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
+        if fit_loop is not None and fit_loop.restarting:  # resumed from a checkpoint: skip what it trained on
+            done = fit_loop.epoch_loop.batch_progress.current.processed
+            if done < len(self.records("train")) // self.edits_per_batch:
+                sampler.resume_after(done * self.edits_per_batch * self.trainer.world_size)
+        return self._loader("train", self.edits_per_batch, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_edits_per_batch, shuffle=False)
+        return self._loader("val", self.eval_edits_per_batch)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_edits_per_batch, shuffle=False)
+        return self._loader("test", self.eval_edits_per_batch)

@@ -10,7 +10,7 @@ from conftest import synthetic_records
 
 from lit_edit.data.batch import TokenizedExamples
 from lit_edit.data.records import EditRecord, LabeledPrompt
-from lit_edit.editors import MEND, EditFailedError, FineTune, NoEdit
+from lit_edit.editors import ENN, MEND, EditFailedError, FineTune, NoEdit
 from lit_edit.editors.edited_model import aligned_logits, locality_kl, nll_loss, prediction_mask
 from lit_edit.metrics import edit_success, retention
 from lit_edit.models import load_model
@@ -159,3 +159,68 @@ def test_mend_edit_ignores_padding(tiny_models, arch, editable):
     for name in editor.editable_names:
         assert not torch.equal(plain[name], editor.base_params()[name])
         torch.testing.assert_close(with_padding[name], plain[name], rtol=1e-4, atol=1e-6)
+
+
+def enn_outer_edit_loss(editor: ENN, batch) -> torch.Tensor:
+    """ENN's L_edit: the in-scope NLL after the (differentiable) inner loop."""
+    return nll_loss(*editor.edit(batch).logits(batch.in_scope))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "bart"])  # float64 end to end (T5's layer norm computes in float32)
+def test_enn_meta_gradient_goes_through_the_inner_loop(tiny_models, arch):
+    """The second-order meta-gradient matches central finite differences; the first-order one differs from it."""
+    spec = replace(tiny_models[arch], dtype="float64")
+    grads = {}
+    for first_order in (False, True):
+        editor = ENN(spec, inner_steps=2, inner_lr=0.5, first_order=first_order).train()
+        batch = editor.prompts.batch([RECORD])
+        (grads[first_order],) = torch.autograd.grad(enn_outer_edit_loss(editor, batch), [editor.weights[0]])
+    weight, direction, eps = editor.weights[0], torch.randn_like(grads[False], generator=torch.Generator().manual_seed(0)), 1.0e-6
+    with torch.no_grad():
+        weight += eps * direction
+    plus = enn_outer_edit_loss(editor, batch).item()
+    with torch.no_grad():
+        weight -= 2 * eps * direction
+    minus = enn_outer_edit_loss(editor, batch).item()
+    assert float((grads[False] * direction).sum()) == pytest.approx((plus - minus) / (2 * eps), rel=1e-5)
+    assert (grads[True] - grads[False]).norm() > 1.0e-3 * grads[False].norm()  # 100x the tolerance above
+
+
+def test_enn_test_time_edit_is_plain_steps_and_leaves_everything_unchanged(tiny_models):
+    editor = ENN(tiny_models["llama"], inner_steps=3, inner_lr=0.5).eval()
+    batch = editor.prompts.batch([RECORD])
+    base, meta = snapshot(editor.model), [w.detach().clone() for w in editor.weights]
+    with torch.enable_grad():
+        edited = editor.edit(batch)
+    name = editor.editable_names[0]
+    params = {name: editor.weights[0].detach().clone().requires_grad_(True)}
+    for _ in range(3):  # three plain SGD steps at the learned rate
+        (grad,) = torch.autograd.grad(nll_loss(*aligned_logits(editor.model, batch.edit, "causal", params)),
+                                      [params[name]])
+        params = {name: (params[name] - editor.inner_lrs[0].detach() * grad).detach().requires_grad_(True)}
+    torch.testing.assert_close(edited.params[name], params[name].detach())
+    assert not edited.params[name].requires_grad
+    assert_bit_identical(editor.model, base)
+    assert all(torch.equal(w, m) for w, m in zip(editor.weights, meta, strict=True))
+
+
+def test_enn_diverging_inner_loop_fails_cleanly(tiny_models):
+    editor = ENN(tiny_models["gpt2"], inner_steps=2, inner_lr=float("inf")).eval()
+    before = snapshot(editor.model)
+    with pytest.raises(EditFailedError), torch.enable_grad():
+        editor.edit(editor.prompts.batch([RECORD]))
+    assert_bit_identical(editor.model, before)
+
+
+def test_enn_checkpoint_holds_meta_trained_weights_and_rates_only(tiny_models, tmp_path):
+    editor = ENN(tiny_models["gpt2"], inner_lr=0.5)
+    with torch.no_grad():
+        editor.weights[0].add_(1.0)  # pretend meta-training moved it
+        editor.inner_lrs.fill_(0.25)
+    checkpoint = {"state_dict": editor.state_dict()}
+    editor.on_save_checkpoint(checkpoint)
+    assert sorted(checkpoint["state_dict"]) == ["inner_lrs", "weights.0"]
+    torch.save(checkpoint, tmp_path / "enn.ckpt")
+    fresh = ENN(tiny_models["gpt2"], checkpoint=str(tmp_path / "enn.ckpt"))
+    assert torch.equal(fresh.weights[0], editor.weights[0]) and float(fresh.inner_lrs[0]) == 0.25
+    assert not torch.equal(fresh.weights[0], fresh.base_params()[fresh.editable_names[0]])  # the original stays

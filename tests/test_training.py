@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer, seed_everything
 
 from lit_edit.cli import CONFIG_DIR, evaluate_main, train_main
 from lit_edit.data.datamodule import EditDataModule
-from lit_edit.editors import MEND
+from lit_edit.editors import ENN, MEND
 
 
 def tiny_trainer(**kwargs) -> Trainer:
@@ -33,6 +33,28 @@ def test_trained_mend_beats_untrained_mend_on_es_at_similar_drawdown(knowing_gpt
     # Out-of-scope here includes hard cases (same subject, other relation) that a 64-wide model entangles;
     # trained, 4 in 5 of those stay right (measured: DD 0.28 after 200 steps).
     assert after["test/dd"] <= before["test/dd"] + 0.35, (before, after)
+
+
+def test_meta_trained_enn_beats_its_untrained_start(knowing_gpt2, synthetic_splits):
+    seed_everything(0)
+    data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=knowing_gpt2, edits_per_batch=4)
+    editor = ENN(knowing_gpt2, inner_steps=1, inner_lr=1.0e-2, lr=1.0e-3, lr_lr=1.0e-3)
+    before = tiny_trainer().test(editor, datamodule=data, verbose=False)[0]
+    tiny_trainer(max_steps=200, limit_val_batches=0).fit(editor, datamodule=data)
+    after = tiny_trainer().test(editor, datamodule=data, verbose=False)[0]
+    assert before["test/es"] == 0.0  # one plain step at the initial rate does not make the edit
+    assert after["test/es"] >= before["test/es"] + 0.5, (before, after)  # measured: 0.67
+    assert after["test/dd"] <= before["test/dd"] + 0.35, (before, after)  # measured: 0.22
+    assert not editor.skipped_steps
+
+
+def test_enn_skips_and_counts_diverging_steps_and_goes_on(knowing_gpt2, synthetic_splits):
+    data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=knowing_gpt2, edits_per_batch=4)
+    editor = ENN(knowing_gpt2, inner_steps=2, inner_lr=float("inf"))
+    trainer = tiny_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(editor, datamodule=data)
+    assert trainer.state.finished and editor.skipped_steps == 3
+    assert trainer.callback_metrics["train/skipped_steps"] == 3
 
 
 def override_model(spec, path: Path) -> list[str]:

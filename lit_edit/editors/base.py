@@ -88,6 +88,10 @@ class Editor(LightningModule):
         base = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         return super().load_state_dict({**base, **state_dict}, strict=strict, assign=assign)
 
+    def load_editor(self, path: str) -> None:
+        """Load the editor's own weights from a training checkpoint (which holds only those)."""
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("model.")}
 

@@ -36,15 +36,21 @@ def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: st
     return logits, examples.labels
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """Losses in float32 for half-precision models, in float64 for float64 ones (gradient checks)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def nll_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean negative log-likelihood of the labelled tokens."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(at_least_float32(logits).reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX)
 
 
 def locality_kl(pre_logits: Tensor, post_logits: Tensor, mask: Tensor) -> Tensor:
     """KL(pre || post) of the next-token distributions, averaged over the positions in ``mask``."""
-    pre = F.log_softmax(pre_logits.float(), dim=-1)
-    post = F.log_softmax(post_logits.float(), dim=-1)
+    pre = F.log_softmax(at_least_float32(pre_logits), dim=-1)
+    post = F.log_softmax(at_least_float32(post_logits), dim=-1)
     per_position = (pre.exp() * (pre - post)).sum(-1)
     mask = mask.to(per_position.dtype)
     return (per_position * mask).sum() / mask.sum().clamp_min(1.0)

@@ -143,11 +143,6 @@ class MEND(Editor):
         if checkpoint:
             self.load_editor(checkpoint)
 
-    def load_editor(self, path: str) -> None:
-        """Load the editor weights of a training checkpoint (which holds only those)."""
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        self.load_state_dict(state)
-
     def edit(self, batch: EditBatch) -> EditedModel:
         base = self.base_params()
         leaves = {name: p.detach().requires_grad_(True) for name, p in base.items()}

@@ -24,14 +24,14 @@ def tiny_trainer(**kwargs) -> Trainer:
 def test_trained_mend_beats_untrained_mend_on_es_at_similar_drawdown(knowing_gpt2, synthetic_splits):
     seed_everything(0)
     data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=knowing_gpt2, edits_per_batch=4)
-    editor = MEND(knowing_gpt2, rank=16, edit_lr=1.0e-4, lr=1.0e-3, lr_lr=1.0e-3, c_edit=0.1, c_loc=1.0)
+    editor = MEND(knowing_gpt2, rank=16, edit_lr=1.0e-4, lr=1.0e-3, lr_lr=1.0e-3, c_edit=0.1, c_loc=3.0)
     before = tiny_trainer().test(editor, datamodule=data, verbose=False)[0]
     tiny_trainer(max_steps=200, limit_val_batches=0).fit(editor, datamodule=data)
     after = tiny_trainer().test(editor, datamodule=data, verbose=False)[0]
     assert before["test/pre_es"] == 0.0  # the counterfactual targets are not what the model believes
     assert after["test/es"] >= before["test/es"] + 0.5, (before, after)
     # Out-of-scope here includes hard cases (same subject, other relation) that a 64-wide model entangles;
-    # trained, 4 in 5 of those stay right (measured: DD 0.28 after 200 steps).
+    # trained, most of those stay right (measured: ES 0.83, DD 0.17 with 1 thread, 0.28 with 2: CI has 2).
     assert after["test/dd"] <= before["test/dd"] + 0.35, (before, after)
 
 

@@ -52,6 +52,7 @@ class Editor(LightningModule):
         self.editable_names = list(editable_parameters(self.model, self.model_spec.editable))
         self.val_scores = EditScores()
         self.test_scores = EditScores()
+        self.skipped_steps = 0
 
     @property
     def kind(self) -> str:
@@ -87,6 +88,12 @@ class Editor(LightningModule):
         """Checkpoints hold only the editor's own weights; the base model's come from its spec."""
         base = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         return super().load_state_dict({**base, **state_dict}, strict=strict, assign=assign)
+
+    def skip_step(self) -> None:
+        """For a trainable editor's ``training_step`` whose loss diverged: no update, counted in the logs."""
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps))
+        return None
 
     def load_editor(self, path: str) -> None:
         """Load the editor's own weights from a training checkpoint (which holds only those)."""

@@ -54,7 +54,6 @@ class ENN(Editor):
         # The meta-trained copy of the editable weights; the base model keeps the original ones (for c_base).
         self.weights = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in self.base_params().values()])
         self.inner_lrs = nn.Parameter(torch.full((len(self.editable_names),), float(inner_lr)))
-        self.skipped_steps = 0
         if checkpoint:
             self.load_editor(checkpoint)
 
@@ -84,7 +83,7 @@ class ENN(Editor):
         try:
             edited = self.edit(batch)
         except EditFailedError:
-            return self._skip()
+            return self.skip_step()
         post_in, in_labels = edited.logits(batch.in_scope)
         edit_loss = nll_loss(post_in, in_labels)
         out, mask = batch.out_of_scope, prediction_mask(batch.out_of_scope, self.kind)
@@ -96,17 +95,11 @@ class ENN(Editor):
         base_loss = locality_kl(original, unedited, mask)
         loss = self.c_edit * edit_loss + self.c_loc * loc_loss + self.c_base * base_loss
         if not torch.isfinite(loss):
-            return self._skip()
+            return self.skip_step()
         self.log_dict({"train/loss": loss, "train/edit_loss": edit_loss, "train/loc_loss": loc_loss,
                        "train/base_loss": base_loss, "train/es": edit_success(post_in.detach(), in_labels)},
                       prog_bar=True, batch_size=len(batch))
         return loss
-
-    def _skip(self) -> None:
-        """A diverged inner loop or outer loss: no update this step, counted in the logs."""
-        self.skipped_steps += 1
-        self.log("train/skipped_steps", float(self.skipped_steps))
-        return None
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam([

@@ -139,7 +139,6 @@ class MEND(Editor):
                 else (module.weight.shape[1], module.weight.shape[0])
             self.networks[key] = MENDNetwork(fan_in, fan_out, len(names), rank, n_blocks)
         self.edit_lrs = nn.Parameter(torch.full((len(self.editable_names),), float(edit_lr)))
-        self.skipped_steps = 0
         if checkpoint:
             self.load_editor(checkpoint)
 
@@ -173,9 +172,7 @@ class MEND(Editor):
         loc_loss = locality_kl(pre_out, post_out, prediction_mask(batch.out_of_scope, self.kind))
         loss = self.c_edit * edit_loss + self.c_loc * loc_loss
         if not torch.isfinite(loss):
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", float(self.skipped_steps))
-            return None
+            return self.skip_step()
         self.log_dict({"train/loss": loss, "train/edit_loss": edit_loss, "train/loc_loss": loc_loss,
                        "train/es": edit_success(post_in.detach(), in_labels)}, prog_bar=True, batch_size=len(batch))
         return loss

@@ -197,7 +197,7 @@ def test_enn_test_time_edit_is_plain_steps_and_leaves_everything_unchanged(tiny_
     for _ in range(3):  # three plain SGD steps at the learned rate
         (grad,) = torch.autograd.grad(nll_loss(*aligned_logits(editor.model, batch.edit, "causal", params)),
                                       [params[name]])
-        params = {name: (params[name] - editor.inner_lrs[0].detach() * grad).detach().requires_grad_(True)}
+        params = {name: (params[name] - editor.inner_lrs[0][0].detach() * grad).detach().requires_grad_(True)}
     torch.testing.assert_close(edited.params[name], params[name].detach())
     assert not edited.params[name].requires_grad
     assert_bit_identical(editor.model, base)
@@ -219,8 +219,8 @@ def test_enn_checkpoint_holds_meta_trained_weights_and_rates_only(tiny_models, t
         editor.inner_lrs.fill_(0.25)
     checkpoint = {"state_dict": editor.state_dict()}
     editor.on_save_checkpoint(checkpoint)
-    assert sorted(checkpoint["state_dict"]) == ["inner_lrs", "weights.0"]
+    assert sorted(checkpoint["state_dict"]) == ["inner_lrs.values.0", "weights.values.0"]
     torch.save(checkpoint, tmp_path / "enn.ckpt")
     fresh = ENN(tiny_models["gpt2"], checkpoint=str(tmp_path / "enn.ckpt"))
-    assert torch.equal(fresh.weights[0], editor.weights[0]) and float(fresh.inner_lrs[0]) == 0.25
+    assert torch.equal(fresh.weights[0], editor.weights[0]) and float(fresh.inner_lrs[0][0]) == 0.25
     assert not torch.equal(fresh.weights[0], fresh.base_params()[fresh.editable_names[0]])  # the original stays

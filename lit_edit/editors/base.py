@@ -8,6 +8,7 @@ then score the in-scope and out-of-scope inputs before and after; trainable edit
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,19 @@ from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
 from lit_edit.editors.edited_model import EditedModel, aligned_logits
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
+from transformers import PreTrainedModel
+
+
+def read_editor_state(path: str | Path) -> dict[str, Tensor]:
+    """An editor's weights from a training checkpoint: a Lightning ``.ckpt`` file, or the directory that the
+    DeepSpeed strategy writes instead (its ZeRO shards are merged into full float32 tensors)."""
+    path = Path(path)
+    if not path.is_dir():
+        return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="checkpoint")
+    return {key.removeprefix("_forward_module."): value for key, value in state.items()}
 
 
 class EditScores(nn.Module):
@@ -46,13 +60,21 @@ class Editor(LightningModule):
     def __init__(self, model: ModelSpec | None = None, max_length: int = 128) -> None:
         super().__init__()
         self.model_spec = model or ModelSpec()
-        self.model = load_model(self.model_spec)
+        # The frozen base model is deliberately not a registered submodule: it is never trained nor checkpointed
+        # with the editor, and strategies that shard parameters (ZeRO-3) must not partition it (edits substitute
+        # its weights functionally). `_apply` still moves and casts it with the editor.
+        self.__dict__["_base_model"] = load_model(self.model_spec)
         self.tokenizer = load_tokenizer(self.model_spec)
         self.prompts = PromptTokenizer(self.tokenizer, self.model_spec.kind, max_length)
         self.editable_names = list(editable_parameters(self.model, self.model_spec.editable))
         self.val_scores = EditScores()
         self.test_scores = EditScores()
         self.skipped_steps = 0
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The base model (frozen, shared by every editor of the same spec in this process)."""
+        return self.__dict__["_base_model"]
 
     @property
     def kind(self) -> str:
@@ -81,13 +103,14 @@ class Editor(LightningModule):
         self.model.eval()
         return self
 
+    def _apply(self, fn: Any, recurse: bool = True) -> Editor:
+        """``.to(device)``, ``.half()`` and the like reach the (unregistered) base model too."""
+        super()._apply(fn, recurse)
+        self.model._apply(fn, recurse)
+        return self
+
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch.to(device) if isinstance(batch, EditBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Checkpoints hold only the editor's own weights; the base model's come from its spec."""
-        base = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        return super().load_state_dict({**base, **state_dict}, strict=strict, assign=assign)
 
     def skip_step(self) -> None:
         """For a trainable editor's ``training_step`` whose loss diverged: no update, counted in the logs."""
@@ -97,10 +120,7 @@ class Editor(LightningModule):
 
     def load_editor(self, path: str) -> None:
         """Load the editor's own weights from a training checkpoint (which holds only those)."""
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("model.")}
+        self.load_state_dict(read_editor_state(path))
 
     def validation_step(self, batch: EditBatch, batch_idx: int) -> None:
         self.score(batch, self.val_scores)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,10 @@ def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: st
     Causal LMs predict token t+1 at position t, so logits and labels are shifted against each other;
     seq2seq LMs produce decoder logits already aligned with the labels.
     """
-    kwargs: dict[str, Tensor] = {"input_ids": examples.input_ids, "attention_mask": examples.attention_mask}
+    # No key-value cache: nothing is generated here, and a cache that layers append to would break recomputation
+    # under activation checkpointing.
+    kwargs: dict[str, Any] = {"input_ids": examples.input_ids, "attention_mask": examples.attention_mask,
+                              "use_cache": False}
     if kind == "seq2seq":
         kwargs["labels"] = examples.labels
     output = functional_call(model, params, args=(), kwargs=kwargs, strict=False) if params else model(**kwargs)

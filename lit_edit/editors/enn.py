@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
+from lit_edit.editors.parameters import ParameterBank
 from lit_edit.editors.edited_model import (
     EditedModel,
     EditFailedError,
@@ -52,20 +53,20 @@ class ENN(Editor):
         self.lr, self.lr_lr = lr, lr_lr
         self.c_edit, self.c_loc, self.c_base = c_edit, c_loc, c_base
         # The meta-trained copy of the editable weights; the base model keeps the original ones (for c_base).
-        self.weights = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in self.base_params().values()])
-        self.inner_lrs = nn.Parameter(torch.full((len(self.editable_names),), float(inner_lr)))
+        self.weights = ParameterBank(self.base_params().values())
+        self.inner_lrs = ParameterBank([torch.full((len(self.editable_names),), float(inner_lr))])
         if checkpoint:
             self.load_editor(checkpoint)
 
     def meta_params(self) -> dict[str, Tensor]:
         """The meta-trained weights by base-model name: the model that ENN edits."""
-        return dict(zip(self.editable_names, self.weights, strict=True))
+        return dict(zip(self.editable_names, self.weights(), strict=True))
 
     def edit(self, batch: EditBatch) -> EditedModel:
         """``inner_steps`` gradient steps on the edit; differentiable in training, plain at test time."""
         training = self.training and torch.is_grad_enabled()
         params = self.meta_params()
-        rates = self.inner_lrs
+        (rates,) = self.inner_lrs()
         if not training:
             params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
             rates = rates.detach()
@@ -103,6 +104,6 @@ class ENN(Editor):
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam([
-            {"params": list(self.weights), "lr": self.lr},
-            {"params": [self.inner_lrs], "lr": self.lr_lr},
+            {"params": list(self.weights.parameters()), "lr": self.lr},
+            {"params": list(self.inner_lrs.parameters()), "lr": self.lr_lr},
         ])

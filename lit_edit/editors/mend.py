@@ -16,6 +16,7 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
+from lit_edit.editors.parameters import ParameterBank
 from lit_edit.editors.edited_model import EditedModel, aligned_logits, locality_kl, nll_loss, prediction_mask
 from lit_edit.metrics import edit_success
 from lit_edit.models import ModelSpec, owning_module
@@ -138,9 +139,16 @@ class MEND(Editor):
             fan_in, fan_out = (module.weight.shape[0], module.weight.shape[1]) if self.transposed[names[0]] \
                 else (module.weight.shape[1], module.weight.shape[0])
             self.networks[key] = MENDNetwork(fan_in, fan_out, len(names), rank, n_blocks)
-        self.edit_lrs = nn.Parameter(torch.full((len(self.editable_names),), float(edit_lr)))
+        self.edit_lrs = ParameterBank([torch.full((len(self.editable_names),), float(edit_lr))])
         if checkpoint:
             self.load_editor(checkpoint)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Checkpoints written before the rates moved into a :class:`ParameterBank` name them ``edit_lrs``."""
+        if "edit_lrs" in state_dict:
+            state_dict = {**state_dict, "edit_lrs.values.0": state_dict["edit_lrs"]}
+            del state_dict["edit_lrs"]
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def edit(self, batch: EditBatch) -> EditedModel:
         base = self.base_params()
@@ -149,6 +157,7 @@ class MEND(Editor):
             loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, leaves))
             torch.autograd.grad(loss, list(leaves.values()))
         params: dict[str, Tensor] = {}
+        (edit_lrs,) = self.edit_lrs()
         for i, (name, weight) in enumerate(base.items()):
             module_name = name.rpartition(".")[0]
             u, delta = capture.inputs[module_name], capture.output_grads[module_name]
@@ -159,7 +168,7 @@ class MEND(Editor):
             u, delta = u[contributes], delta[contributes]
             pseudo_u, pseudo_delta = self.networks[self.group_of[name]](u, delta, self.layer_index[name])
             update = pseudo_u.T @ pseudo_delta if self.transposed[name] else pseudo_delta.T @ pseudo_u
-            params[name] = weight - self.edit_lrs[i] * update.to(weight.dtype)
+            params[name] = weight - edit_lrs[i] * update.to(weight.dtype)
         return EditedModel(self.model, self.kind, params)
 
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
@@ -180,5 +189,5 @@ class MEND(Editor):
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam([
             {"params": list(self.networks.parameters()), "lr": self.lr},
-            {"params": [self.edit_lrs], "lr": self.lr_lr},
+            {"params": list(self.edit_lrs.parameters()), "lr": self.lr_lr},
         ])

@@ -15,12 +15,12 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+from transformers import PreTrainedModel
 
 from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
 from lit_edit.editors.edited_model import EditedModel, aligned_logits
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
-from transformers import PreTrainedModel
 
 
 def read_editor_state(path: str | Path) -> dict[str, Tensor]:

@@ -15,7 +15,6 @@ from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.parameters import ParameterBank
 from lit_edit.editors.edited_model import (
     EditedModel,
     EditFailedError,
@@ -24,6 +23,7 @@ from lit_edit.editors.edited_model import (
     nll_loss,
     prediction_mask,
 )
+from lit_edit.editors.parameters import ParameterBank
 from lit_edit.metrics import edit_success
 from lit_edit.models import ModelSpec
 

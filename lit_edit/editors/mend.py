@@ -16,8 +16,8 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.parameters import ParameterBank
 from lit_edit.editors.edited_model import EditedModel, aligned_logits, locality_kl, nll_loss, prediction_mask
+from lit_edit.editors.parameters import ParameterBank
 from lit_edit.metrics import edit_success
 from lit_edit.models import ModelSpec, owning_module
 

@@ -115,12 +115,14 @@ class EditDataModule(LightningDataModule):
                           num_workers=self.num_workers, drop_last=sampler is not None)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableShuffle(len(self.records("train")), self.seed)
-        fit_loop = self.trainer.fit_loop if self.trainer is not None else None
+        trainer = self.trainer
+        ranks = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = ResumableShuffle(len(self.records("train")), self.seed, self.edits_per_batch, *ranks)
+        fit_loop = trainer.fit_loop if trainer is not None else None
         if fit_loop is not None and fit_loop.restarting:  # resumed from a checkpoint: skip what it trained on
             done = fit_loop.epoch_loop.batch_progress.current.processed
-            if done < len(self.records("train")) // self.edits_per_batch:
-                sampler.resume_after(done * self.edits_per_batch * self.trainer.world_size)
+            if done < sampler.batches_per_rank:
+                sampler.resume_after(done * self.edits_per_batch)
         return self._loader("train", self.edits_per_batch, sampler)
 
     def val_dataloader(self) -> DataLoader:

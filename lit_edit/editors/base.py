@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -56,6 +56,10 @@ class EditScores(nn.Module):
 
 class Editor(LightningModule):
     """Base class: holds the (frozen, shared) base model and scores edits."""
+
+    #: Whether DeepSpeed ZeRO-3 may partition this editor's trainable parameters: true when each is read only
+    #: inside a submodule's forward (directly read ones go through a :class:`~lit_edit.editors.parameters.ParameterBank`).
+    supports_zero3: ClassVar[bool] = False
 
     def __init__(self, model: ModelSpec | None = None, max_length: int = 128) -> None:
         super().__init__()

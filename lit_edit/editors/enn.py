@@ -31,6 +31,8 @@ from lit_edit.models import ModelSpec
 class ENN(Editor):
     """Meta-trained editable weights plus learned inner learning rates; an edit is ``inner_steps`` SGD steps."""
 
+    supports_zero3 = True
+
     def __init__(self, model: ModelSpec | None = None, inner_steps: int = 1, inner_lr: float = 1.0e-3,
                  first_order: bool = False, lr: float = 1.0e-5, lr_lr: float = 1.0e-4, c_edit: float = 1.0,
                  c_loc: float = 1.0, c_base: float = 1.0, checkpoint: str | None = None, max_length: int = 128) -> None:

@@ -116,6 +116,8 @@ def _shape_key(shape: torch.Size) -> str:
 class MEND(Editor):
     """Trained with L = c_edit * NLL(in-scope | edited) + c_loc * KL(pre || post on out-of-scope)."""
 
+    supports_zero3 = True
+
     def __init__(self, model: ModelSpec | None = None, rank: int = 64, n_blocks: int = 2, edit_lr: float = 1.0e-4,
                  lr: float = 1.0e-4, lr_lr: float = 1.0e-4, c_edit: float = 0.1, c_loc: float = 1.0,
                  checkpoint: str | None = None, max_length: int = 128) -> None:

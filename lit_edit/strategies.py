@@ -1,0 +1,110 @@
+"""DeepSpeed ZeRO for editors, on CUDA (Lightning's own path, unchanged) and on the CPU.
+
+Lightning's ``DeepSpeedStrategy`` refuses any accelerator but CUDA, although DeepSpeed itself trains with
+ZeRO-2 and ZeRO-3 on the CPU (``DS_ACCELERATOR=cpu``, gloo for communication). :class:`DeepSpeedStrategy`
+lifts that restriction for the CPU accelerator only, so CPU-only users and CI run the real DeepSpeed
+code path; with a CUDA accelerator every method falls through to Lightning's.
+
+It also refuses, before anything is set up, ZeRO stage 3 for an editor that cannot have its parameters
+partitioned (see :attr:`lit_edit.editors.base.Editor.supports_zero3`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.seed import reset_seed
+from lightning.pytorch import LightningModule
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.plugins.precision import DeepSpeedPrecision
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeedStrategy
+
+from lit_edit.data.batch import EditBatch
+
+
+class EditBatchPrecision(DeepSpeedPrecision):
+    """DeepSpeed's precision plugin, which casts floating tensors of a batch; an :class:`EditBatch` (token ids,
+    masks and frozen records, nothing floating) passes through unchanged."""
+
+    def convert_input(self, data: Any) -> Any:
+        return data if isinstance(data, EditBatch) else super().convert_input(data)
+
+
+class ZeroStageError(ValueError):
+    """The requested ZeRO stage cannot train this editor."""
+
+
+class DeepSpeedStrategy(LightningDeepSpeedStrategy):
+    """Lightning's DeepSpeed strategy, plus the CPU accelerator (gloo process group, ``DS_ACCELERATOR=cpu``).
+
+    Takes every argument of :class:`lightning.pytorch.strategies.DeepSpeedStrategy` (``stage``,
+    ``offload_optimizer``, ``offload_parameters``, ``config``, ...).
+    """
+
+    strategy_name = "lit_edit_deepspeed"
+
+    @property
+    def precision_plugin(self) -> Any:
+        return LightningDeepSpeedStrategy.precision_plugin.fget(self)
+
+    @precision_plugin.setter
+    def precision_plugin(self, plugin: Any) -> None:
+        if type(plugin) is DeepSpeedPrecision:
+            plugin = EditBatchPrecision(plugin.precision)
+        LightningDeepSpeedStrategy.precision_plugin.fset(self, plugin)
+
+    @property
+    def on_cpu(self) -> bool:
+        return isinstance(self.accelerator, CPUAccelerator)
+
+    def connect(self, model: Any) -> None:
+        check_zero_stage(model, self.zero_stage)
+        super().connect(model)
+
+    @property
+    def zero_stage(self) -> int:
+        return int((self.config or {}).get("zero_optimization", {}).get("stage", 0))
+
+    @property
+    def root_device(self) -> torch.device:
+        if self.on_cpu:  # DeepSpeed takes the device index as this process's rank (and `cpu:N` is just the CPU)
+            return torch.device("cpu", self.local_rank)
+        return super().root_device
+
+    def setup_environment(self) -> None:
+        if not self.on_cpu:
+            return super().setup_environment()
+        os.environ["DS_ACCELERATOR"] = "cpu"  # DeepSpeed picks its accelerator once, from this variable
+        DDPStrategy.setup_environment(self)  # skips only DeepSpeedStrategy's CUDA check
+
+    def setup_distributed(self) -> None:
+        if not self.on_cpu:
+            return super().setup_distributed()
+        # As Lightning's, minus the check that device indices equal local ranks (CPU devices have no index).
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    def _get_process_group_backend(self) -> str:
+        return "gloo" if self.on_cpu else super()._get_process_group_backend()
+
+    def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> Any:
+        if self.on_cpu and (self.config or {}).get("zero_optimization", {}).get("offload_optimizer"):
+            # With optimizer offload DeepSpeed insists on its own CPU Adam; on the CPU the client optimizer's
+            # state already lives in host memory, so keep the editor's own optimizer.
+            self.config["zero_force_ds_cpu_optimizer"] = False
+        return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
+
+
+def check_zero_stage(model: Any, stage: int) -> None:
+    """Raise :class:`ZeroStageError` when ZeRO-3 is asked for an editor that does not support it."""
+    if stage == 3 and isinstance(model, LightningModule) and not getattr(model, "supports_zero3", False):
+        raise ZeroStageError(
+            f"DeepSpeed ZeRO stage 3 partitions every parameter and gathers one only inside its module's forward; "
+            f"{type(model).__name__} does not declare `supports_zero3 = True` (it reads trainable parameters "
+            "outside a forward). Use stage 2 instead (configs/strategies/zero2.yaml), which shards gradients and "
+            "optimizer state but keeps parameters whole."
+        )

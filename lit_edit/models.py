@@ -50,6 +50,9 @@ class ModelSpec:
     """Torch dtype name the weights are loaded in (``float32``, ``bfloat16``, ``float16``)."""
     editable: list[str] = field(default_factory=lambda: list(DEFAULT_EDITABLE))
     """Glob patterns over parameter names (``fnmatch``) naming the weights an editor may change."""
+    attn_implementation: str | None = None
+    """Hugging Face attention implementation (``eager``, ``sdpa``, ...); default: the library's choice. Second-order
+    MAML (ENN) needs ``eager``: PyTorch's fused attention kernels have no double backward."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("causal", "seq2seq"):
@@ -125,9 +128,12 @@ def resolve_model_path(spec: ModelSpec) -> tuple[str, str | None]:
     return spec.name, None
 
 
-def _load_pretrained(where: str, kind: ModelKind, dtype: torch.dtype, gguf_file: str | None = None) -> PreTrainedModel:
+def _load_pretrained(where: str, kind: ModelKind, dtype: torch.dtype, gguf_file: str | None = None,
+                     attn_implementation: str | None = None) -> PreTrainedModel:
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    kwargs: dict[str, str] = {"gguf_file": gguf_file} if gguf_file else {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     try:
         return auto.from_pretrained(where, dtype=dtype, **kwargs)
     except OSError as error:
@@ -138,7 +144,7 @@ def _load_pretrained(where: str, kind: ModelKind, dtype: torch.dtype, gguf_file:
         ) from error
 
 
-_MODEL_CACHE: dict[tuple[str, str, str], PreTrainedModel] = {}
+_MODEL_CACHE: dict[tuple[str, str, str, str | None], PreTrainedModel] = {}
 
 
 def load_model(spec: ModelSpec) -> PreTrainedModel:
@@ -146,10 +152,10 @@ def load_model(spec: ModelSpec) -> PreTrainedModel:
 
     Editors share this instance: every edit is functional (parameter deltas), so sharing is safe.
     """
-    key = (spec.name, spec.kind, spec.dtype)
+    key = (spec.name, spec.kind, spec.dtype, spec.attn_implementation)
     if key not in _MODEL_CACHE:
         where, gguf_file = resolve_model_path(spec)
-        model = _load_pretrained(where, spec.kind, spec.torch_dtype, gguf_file)
+        model = _load_pretrained(where, spec.kind, spec.torch_dtype, gguf_file, spec.attn_implementation)
         model.eval()
         model.requires_grad_(False)
         _MODEL_CACHE[key] = model

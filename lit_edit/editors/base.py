@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
+from lit_edit.activation_checkpointing import checkpoint_blocks
 from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
 from lit_edit.editors.edited_model import EditedModel, aligned_logits
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
@@ -61,7 +62,16 @@ class Editor(LightningModule):
     #: inside a submodule's forward (directly read ones go through a :class:`~lit_edit.editors.parameters.ParameterBank`).
     supports_zero3: ClassVar[bool] = False
 
-    def __init__(self, model: ModelSpec | None = None, max_length: int = 128) -> None:
+    def __init__(self, model: ModelSpec | None = None, max_length: int = 128,
+                 gradient_checkpointing: bool = False) -> None:
+        """
+        Args:
+            model: the base model to edit.
+            max_length: longest tokenized prompt.
+            gradient_checkpointing: recompute the base model's block activations in backward instead of keeping
+                them (less memory, one more forward); correct through second-order inner loops. It applies to the
+                base model instance, which editors of the same spec in one process share.
+        """
         super().__init__()
         self.model_spec = model or ModelSpec()
         # The frozen base model is deliberately not a registered submodule: it is never trained nor checkpointed
@@ -71,6 +81,8 @@ class Editor(LightningModule):
         self.tokenizer = load_tokenizer(self.model_spec)
         self.prompts = PromptTokenizer(self.tokenizer, self.model_spec.kind, max_length)
         self.editable_names = list(editable_parameters(self.model, self.model_spec.editable))
+        if gradient_checkpointing:
+            checkpoint_blocks(self.model)
         self.val_scores = EditScores()
         self.test_scores = EditScores()
         self.skipped_steps = 0

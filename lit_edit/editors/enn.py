@@ -8,6 +8,7 @@ with ``first_order``) and adds a KL to the original model so that meta-training 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -35,7 +36,8 @@ class ENN(Editor):
 
     def __init__(self, model: ModelSpec | None = None, inner_steps: int = 1, inner_lr: float = 1.0e-3,
                  first_order: bool = False, lr: float = 1.0e-5, lr_lr: float = 1.0e-4, c_edit: float = 1.0,
-                 c_loc: float = 1.0, c_base: float = 1.0, checkpoint: str | None = None, max_length: int = 128) -> None:
+                 c_loc: float = 1.0, c_base: float = 1.0, checkpoint: str | None = None, max_length: int = 128,
+                 gradient_checkpointing: bool = False) -> None:
         """
         Args:
             inner_steps: gradient steps of one edit, in training and at test time alike.
@@ -46,8 +48,13 @@ class ENN(Editor):
                 before and after the edit on out-of-scope inputs, and of the KL from the original model to
                 the meta-trained one on the same inputs.
             checkpoint: a training checkpoint to start from (it holds only the meta-trained weights and rates).
+            gradient_checkpointing: recompute the base model's block activations in backward (see ``Editor``).
         """
-        super().__init__(model, max_length)
+        model = model or ModelSpec()
+        if not first_order and model.attn_implementation is None:
+            # The second-order inner loop differentiates through attention twice; fused SDPA kernels cannot.
+            model = replace(model, attn_implementation="eager")
+        super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
         if inner_steps < 1:
             raise ValueError(f"ENN needs at least one inner step, got inner_steps={inner_steps}")

@@ -120,8 +120,9 @@ class MEND(Editor):
 
     def __init__(self, model: ModelSpec | None = None, rank: int = 64, n_blocks: int = 2, edit_lr: float = 1.0e-4,
                  lr: float = 1.0e-4, lr_lr: float = 1.0e-4, c_edit: float = 0.1, c_loc: float = 1.0,
-                 checkpoint: str | None = None, max_length: int = 128) -> None:
-        super().__init__(model, max_length)
+                 checkpoint: str | None = None, max_length: int = 128,
+                 gradient_checkpointing: bool = False) -> None:
+        super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
         self.lr, self.lr_lr, self.c_edit, self.c_loc = lr, lr_lr, c_edit, c_loc
         self.module_names = [name.rpartition(".")[0] for name in self.editable_names]

@@ -25,12 +25,23 @@ from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeed
 from lit_edit.data.batch import EditBatch
 
 
-class EditBatchPrecision(DeepSpeedPrecision):
-    """DeepSpeed's precision plugin, which casts floating tensors of a batch; an :class:`EditBatch` (token ids,
-    masks and frozen records, nothing floating) passes through unchanged."""
+class EditorDeepSpeedPrecision(DeepSpeedPrecision):
+    """Lightning's DeepSpeed precision plugin with two corrections.
+
+    * It casts the floating tensors of a batch; an :class:`EditBatch` (token ids, masks and frozen records,
+      nothing floating) passes through unchanged instead of failing on its frozen dataclasses.
+    * With ``accumulate_grad_batches`` > 1 Lightning already divides the loss by the number of accumulated
+      batches, and ``DeepSpeedEngine.backward`` divided it again, so gradients came out that many times too
+      small (measured: weights after 4 accumulated steps off by 20% of an Adam step). The engine's scaling is
+      switched off here.
+    """
 
     def convert_input(self, data: Any) -> Any:
         return data if isinstance(data, EditBatch) else super().convert_input(data)
+
+    def backward(self, tensor: Any, model: Any, optimizer: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("scale_wrt_gas", False)
+        super().backward(tensor, model, optimizer, *args, **kwargs)
 
 
 class ZeroStageError(ValueError):
@@ -53,7 +64,7 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
     @precision_plugin.setter
     def precision_plugin(self, plugin: Any) -> None:
         if type(plugin) is DeepSpeedPrecision:
-            plugin = EditBatchPrecision(plugin.precision)
+            plugin = EditorDeepSpeedPrecision(plugin.precision)
         LightningDeepSpeedStrategy.precision_plugin.fset(self, plugin)
 
     @property

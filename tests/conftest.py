@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,36 @@ class RecordTrainBatches(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         with self.path.open("a") as out:
             out.write(json.dumps([record.case_id for record in batch.records]) + "\n")
+
+
+class RecordRun(Callback):
+    """Writes, on rank 0, every micro-batch's loss from all ranks (in global batch order) and the final metrics
+    as JSON (distributed tests run train.py in subprocesses; referenced by class path)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"].detach().reshape(1) * trainer.accumulate_grad_batches  # undo Lightning's scaling
+        gathered = trainer.strategy.all_gather(loss)  # [world, 1]: rank r trained on global batch k * world + r
+        self.losses += [float(x) for x in gathered.reshape(-1)]
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+            self.path.write_text(json.dumps({"losses": self.losses, "metrics": metrics,
+                                             "global_step": trainer.global_step}))
+
+
+class KillOnce(Callback):
+    """SIGKILLs its own process at the start of step ``step`` the first time (``marker`` records that it did)."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step = step
+        self.marker = Path(marker)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not self.marker.exists():
+            self.marker.write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)

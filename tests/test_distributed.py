@@ -1,0 +1,145 @@
+"""DeepSpeed ZeRO (on the CPU, for real) and two-process training give the single-process results.
+
+Each run is ``python train.py`` in a subprocess (as a user runs it; Lightning starts the second rank itself),
+training ENN on a tiny GPT-2 for four optimizer steps of two batches of two edits each, then validating.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+from lightning.pytorch import Trainer
+
+from lit_edit.cli import CONFIG_DIR
+from lit_edit.data.datamodule import EditDataModule
+from lit_edit.editors import MEND
+from lit_edit.editors.base import read_editor_state
+from lit_edit.strategies import DeepSpeedStrategy, ZeroStageError
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def run_training(knowing_gpt2, synthetic_splits, tmp_path_factory):
+    """``run(name, *strategy_configs, devices=1, extra=[])`` -> (record, checkpoint path) of one train.py run."""
+    root = tmp_path_factory.mktemp("distributed")
+    config = yaml.safe_load((CONFIG_DIR / "enn.yaml").read_text())
+    config["model"]["init_args"].update(
+        model={"name": knowing_gpt2.name, "kind": "causal", "editable": knowing_gpt2.editable},
+        inner_lr=1.0e-2, lr=1.0e-3, lr_lr=1.0e-3, c_loc=1.0)
+    config["data"].update({split: str(path) for split, path in synthetic_splits.items()})
+    config["data"].update(edits_per_batch=2, limit_val=6)  # 6 validation edits: 3 per rank, no padding
+    config["trainer"].update(accelerator="cpu", max_steps=STEPS, val_check_interval=None, check_val_every_n_epoch=1,
+                             logger=False, enable_progress_bar=False, max_time=None,
+                             enable_model_summary=False, num_sanity_val_steps=0)
+    config["ckpt_path"] = "last"
+
+    def run(name: str, *strategies: str, devices: int = 1, extra: list[str] = ()) -> tuple[dict, Path]:
+        work = root / name
+        work.mkdir(exist_ok=True)
+        run_config = json.loads(json.dumps(config))
+        run_config["trainer"]["devices"] = devices
+        run_config["trainer"]["accumulate_grad_batches"] = 2 // devices  # the global batch: always 2 batches
+        run_config["trainer"]["limit_train_batches"] = 2 * STEPS // devices  # one epoch, then validation
+        run_config["trainer"]["callbacks"] = [
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+             "init_args": {"dirpath": str(work / "ckpt"), "every_n_train_steps": 2, "save_top_k": 0, "save_last": True}},
+            {"class_path": "conftest.RecordRun", "init_args": {"path": str(work / "record.json")}},
+        ]
+        (work / "config.yaml").write_text(yaml.safe_dump(run_config))
+        args = [sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml")]
+        for strategy in strategies:
+            args += ["--config", str(CONFIG_DIR / "strategies" / f"{strategy}.yaml")]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([*args, *extra], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        (work / "output.txt").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            return {"returncode": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}, work / "ckpt" / "last.ckpt"
+        return json.loads((work / "record.json").read_text()), work / "ckpt" / "last.ckpt"
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def single_process(run_training):
+    record, checkpoint = run_training("plain")
+    assert "losses" in record, record.get("output")
+    return record, read_editor_state(checkpoint)
+
+
+def assert_same_training(record: dict, state: dict, reference: tuple[dict, dict]) -> None:
+    """Same micro-batch losses, same validation ES/DD and the same trained weights as the reference run."""
+    assert "losses" in record, record.get("output")
+    expected, expected_state = reference
+    assert record["global_step"] == expected["global_step"] == STEPS
+    assert len(record["losses"]) == 2 * STEPS
+    torch.testing.assert_close(torch.tensor(record["losses"]), torch.tensor(expected["losses"]), rtol=1e-5, atol=1e-6)
+    for key in ("val/es", "val/dd", "val/retention", "val/edit_nll"):
+        assert record["metrics"][key] == pytest.approx(expected["metrics"][key], rel=1e-5, abs=1e-6), key
+    assert sorted(state) == sorted(expected_state)
+    for key, value in expected_state.items():
+        torch.testing.assert_close(state[key].float(), value.float(), rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["zero2", "zero3", "zero3_offload"])
+def test_zero_on_cpu_trains_like_plain(run_training, single_process, strategy):
+    record, checkpoint = run_training(strategy, strategy)
+    assert checkpoint.is_dir()  # DeepSpeed's own checkpoint: a directory of shards
+    assert_same_training(record, read_editor_state(checkpoint), single_process)
+    # The editor moved: this is not two untrained runs agreeing.
+    first = read_editor_state(checkpoint)["weights.values.0"]
+    assert record["losses"][0] != record["losses"][-1] and first.abs().sum() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "zero2"])
+def test_two_ranks_train_like_one_with_the_same_global_batch(run_training, single_process, strategy):
+    record, checkpoint = run_training(f"2ranks_{strategy}", strategy, devices=2)
+    assert_same_training(record, read_editor_state(checkpoint), single_process)
+
+
+@pytest.mark.slow
+def test_killed_deepspeed_run_resumes_with_its_step_and_optimizer_state(run_training, single_process, tmp_path):
+    kill = json.dumps({"class_path": "conftest.KillOnce", "init_args": {"step": 2, "marker": str(tmp_path / "killed")}})
+    killed, checkpoint = run_training("killed", "zero2", extra=[f"--trainer.callbacks+={kill}"])
+    assert killed.get("returncode") == -9 and (tmp_path / "killed").exists()  # SIGKILLed at the start of step 2
+    assert (checkpoint / "checkpoint").is_dir()  # ... after the step-2 checkpoint was written
+    resumed, checkpoint = run_training("killed", "zero2", extra=[f"--trainer.callbacks+={kill}"])
+    assert "losses" in resumed, resumed.get("output")
+    # Only the missing steps ran, on the batches the first run had not reached, from the restored optimizer:
+    # the result is the uninterrupted run's (Adam without its moments would have moved the weights elsewhere).
+    expected, expected_state = single_process
+    assert resumed["global_step"] == STEPS and len(resumed["losses"]) == STEPS
+    torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(expected["losses"][STEPS:]),
+                               rtol=1e-5, atol=1e-6)
+    state = read_editor_state(checkpoint)
+    for key, value in expected_state.items():
+        torch.testing.assert_close(state[key].float(), value.float(), rtol=1e-5, atol=1e-6, msg=key)
+
+
+class UnshardableMEND(MEND):
+    """An editor that does not declare ZeRO-3 support."""
+
+    supports_zero3 = False
+
+
+def test_zero3_is_refused_before_training_for_an_editor_that_cannot_shard(tiny_models, synthetic_splits):
+    data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=tiny_models["gpt2"])
+    editor = UnshardableMEND(tiny_models["gpt2"], rank=4)
+    before = {k: v.clone() for k, v in editor.state_dict().items()}
+    trainer = Trainer(accelerator="cpu", devices=1, strategy=DeepSpeedStrategy(stage=3), max_steps=1, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, inference_mode=False)
+    with pytest.raises(ZeroStageError, match=r"UnshardableMEND does not declare `supports_zero3 = True`.*stage 2"):
+        trainer.fit(editor, datamodule=data)
+    assert trainer.global_step == 0
+    assert all(torch.equal(before[k], v) for k, v in editor.state_dict().items())
+    DeepSpeedStrategy(stage=2).connect(editor)  # stage 2 keeps parameters whole: accepted

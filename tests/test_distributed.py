@@ -29,12 +29,15 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def run_training(knowing_gpt2, synthetic_splits, tmp_path_factory):
-    """``run(name, *strategy_configs, devices=1, extra=[])`` -> (record, checkpoint path) of one train.py run."""
+    """``run(name, *strategy_configs, devices=1, extra=[], editor="enn")`` -> (record, checkpoint path) of one
+    train.py run of configs/{editor}.yaml on the tiny model."""
     root = tmp_path_factory.mktemp("distributed")
     config = yaml.safe_load((CONFIG_DIR / "enn.yaml").read_text())
     config["model"]["init_args"].update(
         model={"name": knowing_gpt2.name, "kind": "causal", "editable": knowing_gpt2.editable},
         inner_lr=1.0e-2, lr=1.0e-3, lr_lr=1.0e-3, c_loc=1.0)
+    mend = {"class_path": "lit_edit.editors.MEND",
+            "init_args": {"model": config["model"]["init_args"]["model"], "rank": 8, "lr": 1.0e-3, "lr_lr": 1.0e-3}}
     config["data"].update({split: str(path) for split, path in synthetic_splits.items()})
     config["data"].update(edits_per_batch=2, limit_val=6)  # 6 validation edits: 3 per rank, no padding
     config["trainer"].update(accelerator="cpu", max_steps=STEPS, val_check_interval=None, check_val_every_n_epoch=1,
@@ -42,10 +45,12 @@ def run_training(knowing_gpt2, synthetic_splits, tmp_path_factory):
                              enable_model_summary=False, num_sanity_val_steps=0)
     config["ckpt_path"] = "last"
 
-    def run(name: str, *strategies: str, devices: int = 1, extra: list[str] = ()) -> tuple[dict, Path]:
+    def run(name: str, *strategies: str, devices: int = 1, extra: list[str] = (), editor: str = "enn") -> tuple[dict, Path]:
         work = root / name
         work.mkdir(exist_ok=True)
         run_config = json.loads(json.dumps(config))
+        if editor == "mend":
+            run_config["model"] = mend
         run_config["trainer"]["devices"] = devices
         run_config["trainer"]["accumulate_grad_batches"] = 2 // devices  # the global batch: always 2 batches
         run_config["trainer"]["limit_train_batches"] = 2 * STEPS // devices  # one epoch, then validation
@@ -98,6 +103,15 @@ def test_zero_on_cpu_trains_like_plain(run_training, single_process, strategy):
     # The editor moved: this is not two untrained runs agreeing.
     first = read_editor_state(checkpoint)["weights.values.0"]
     assert record["losses"][0] != record["losses"][-1] and first.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_the_same_strategy_configs_train_mend(run_training):
+    plain, plain_checkpoint = run_training("mend_plain", editor="mend")
+    assert "losses" in plain, plain.get("output")
+    for strategy in ("zero3", "zero2"):
+        record, checkpoint = run_training(f"mend_{strategy}", strategy, editor="mend")
+        assert_same_training(record, read_editor_state(checkpoint), (plain, read_editor_state(plain_checkpoint)))
 
 
 @pytest.mark.slow

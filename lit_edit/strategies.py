@@ -102,6 +102,16 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
     def _get_process_group_backend(self) -> str:
         return "gloo" if self.on_cpu else super()._get_process_group_backend()
 
+    def init_deepspeed(self) -> None:
+        super().init_deepspeed()
+        # DeepSpeed casts the parameters it was given to bf16/fp16; the frozen base model, outside the editor's
+        # module tree, follows, so that edits substitute weights of the dtype the model computes in.
+        half = next((dtype for key, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16))
+                     if (self.config or {}).get(key, {}).get("enabled")), None)
+        base = getattr(self.lightning_module, "model", None)
+        if half is not None and isinstance(base, torch.nn.Module):
+            base.to(half)
+
     def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> Any:
         if self.on_cpu and (self.config or {}).get("zero_optimization", {}).get("offload_optimizer"):
             # With optimizer offload DeepSpeed insists on its own CPU Adam; on the CPU the client optimizer's

@@ -106,6 +106,16 @@ def test_zero_on_cpu_trains_like_plain(run_training, single_process, strategy):
 
 
 @pytest.mark.slow
+def test_zero_with_bf16_mixed_precision_trains_close_to_float32(run_training, single_process):
+    """DeepSpeed casts the editor's parameters to bf16; the base model must follow (it failed with a dtype clash)."""
+    record, checkpoint = run_training("zero2_bf16", "zero2", extra=["--trainer.precision", "bf16-mixed"])
+    assert "losses" in record, record.get("output")
+    assert record["global_step"] == STEPS
+    torch.testing.assert_close(torch.tensor(record["losses"]), torch.tensor(single_process[0]["losses"]),
+                               rtol=3e-2, atol=1e-3)  # bf16 rounding, not a different training run
+
+
+@pytest.mark.slow
 def test_the_same_strategy_configs_train_mend(run_training):
     plain, plain_checkpoint = run_training("mend_plain", editor="mend")
     assert "losses" in plain, plain.get("output")

@@ -131,6 +131,16 @@ def test_mend_checkpoint_holds_only_editor_weights(tiny_models, tmp_path):
     assert load_model(tiny_models["gpt2"]) is fresh.model  # the base model comes from its spec, loaded once
 
 
+def test_mend_loads_checkpoints_from_before_the_rates_moved(tiny_models, tmp_path):
+    """Older checkpoints name MEND's learned rates `edit_lrs`; they now live in a ParameterBank."""
+    editor = MEND(tiny_models["gpt2"], rank=8)
+    state = editor.state_dict()
+    state["edit_lrs"] = torch.full_like(state.pop("edit_lrs.values.0"), 0.125)
+    torch.save({"state_dict": state}, tmp_path / "old.ckpt")
+    fresh = MEND(tiny_models["gpt2"], rank=8, checkpoint=str(tmp_path / "old.ckpt"))
+    assert torch.equal(fresh.edit_lrs[0], torch.full_like(fresh.edit_lrs[0], 0.125))
+
+
 def pad_right(examples: TokenizedExamples, n: int) -> TokenizedExamples:
     """The same examples with ``n`` more padding positions on the input and on the labels."""
     def extend(t: torch.Tensor, value: int) -> torch.Tensor:

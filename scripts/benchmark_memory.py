@@ -45,7 +45,8 @@ TARGET_MEMORY = 0.5  # the issue's target: checkpointing plus ZeRO at most 0.5x 
 TARGET_TIME = 1.5  # ... at no more than 1.5x its step time
 
 
-def train_command(editor: str, variant: str, steps: int, profile: Path, accelerator: str) -> list[str]:
+def train_command(editor: str, variant: str, steps: int, profile: Path, accelerator: str,
+                  extra: list[str] = ()) -> list[str]:
     strategy, checkpointing = VARIANTS[variant]
     profiler = {"class_path": "lit_edit.profiling.StepProfiler", "init_args": {"output": str(profile),
                                                                                "warmup_steps": 1}}
@@ -60,18 +61,19 @@ def train_command(editor: str, variant: str, steps: int, profile: Path, accelera
         "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.callbacks", json.dumps([profiler]),
+        *extra,
     ]
 
 
 def run_variant(editor: str, variant: str, steps: int, accelerator: str, timeout: float,
-                threads: int | None) -> dict[str, Any]:
+                threads: int | None, extra: list[str] = ()) -> dict[str, Any]:
     """One fresh train.py process; its profile, or the error and the tail of its output."""
     env = dict(os.environ)
     if threads:  # torch's intra-op pool; a pool wider than the free cores spins and can slow steps tenfold
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory() as tmp:
         profile = Path(tmp) / "profile.json"
-        command = train_command(editor, variant, steps, profile, accelerator)
+        command = train_command(editor, variant, steps, profile, accelerator, extra)
         # load average before the run: these seconds are only comparable when nothing else shared the cores
         record: dict[str, Any] = {"command": shlex.join(command), "loadavg_before": os.getloadavg()[0]}
         start = time.perf_counter()
@@ -150,6 +152,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS for each run (default: torch's own choice, one per core)")
     parser.add_argument("--output", type=Path, default=Path("results/benchmark_memory.json"))
+    parser.add_argument("--train-args", default="", help="more train.py arguments for every run, one string, e.g. "
+                        "\"--model.init_args.model.editable '[model.layers.*.mlp.down_proj.weight]'\"")
     args = parser.parse_args()
     # On SIGTERM (kill, nohup'd runs) exit through Python, so that subprocess.run kills the train.py it waits on.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -165,7 +169,7 @@ def main() -> None:
         for variant in variants:
             print(f"{editor} / {variant} ...", file=sys.stderr, flush=True)
             records[variant] = run_variant(editor, variant, args.steps, args.accelerator, args.timeout,
-                                          args.threads)
+                                          args.threads, shlex.split(args.train_args))
             if "error" in records[variant]:
                 print(f"  failed: {records[variant]['error']}\n{records[variant]['output_tail'][-1500:]}",
                       file=sys.stderr, flush=True)

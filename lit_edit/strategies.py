@@ -72,12 +72,8 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
         return isinstance(self.accelerator, CPUAccelerator)
 
     def connect(self, model: Any) -> None:
-        check_zero_stage(model, self.zero_stage)
+        check_zero_stage(model, bool(self.zero_stage_3))
         super().connect(model)
-
-    @property
-    def zero_stage(self) -> int:
-        return int((self.config or {}).get("zero_optimization", {}).get("stage", 0))
 
     @property
     def root_device(self) -> torch.device:
@@ -120,9 +116,9 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
         return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
 
 
-def check_zero_stage(model: Any, stage: int) -> None:
+def check_zero_stage(model: Any, zero3: bool) -> None:
     """Raise :class:`ZeroStageError` when ZeRO-3 is asked for an editor that does not support it."""
-    if stage == 3 and isinstance(model, LightningModule) and not getattr(model, "supports_zero3", False):
+    if zero3 and isinstance(model, LightningModule) and not getattr(model, "supports_zero3", False):
         raise ZeroStageError(
             f"DeepSpeed ZeRO stage 3 partitions every parameter and gathers one only inside its module's forward; "
             f"{type(model).__name__} does not declare `supports_zero3 = True` (it reads trainable parameters "

@@ -226,7 +226,7 @@ def test_enn_checkpoint_holds_meta_trained_weights_and_rates_only(tiny_models, t
     editor = ENN(tiny_models["gpt2"], inner_lr=0.5)
     with torch.no_grad():
         editor.weights[0].add_(1.0)  # pretend meta-training moved it
-        editor.inner_lrs.fill_(0.25)
+        editor.inner_lrs[0].fill_(0.25)
     checkpoint = {"state_dict": editor.state_dict()}
     editor.on_save_checkpoint(checkpoint)
     assert sorted(checkpoint["state_dict"]) == ["inner_lrs.values.0", "weights.values.0"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor, nn
 
 
@@ -32,13 +31,5 @@ class ParameterBank(nn.Module):
         # caller gets copies; the copies stay on the autograd graph, so gradients still reach the parameters.
         return [p.clone() if is_zero3_partitioned(p) else p for p in self.values]
 
-    def __len__(self) -> int:
-        return len(self.values)
-
     def __getitem__(self, index: int) -> nn.Parameter:
         return self.values[index]
-
-    def fill_(self, value: float) -> None:
-        with torch.no_grad():
-            for p in self.values:
-                p.fill_(value)

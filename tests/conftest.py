@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,54 @@ def knowing_gpt2(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
     return teach_facts(make_tiny_model(tmp_path_factory.mktemp("knowing") / "gpt2", "gpt2", n_embd=64))
 
 
+TRAIN_STEPS = 4
+
+
+def tiny_training_config(model: ModelSpec, splits: dict[str, Path], work: Path, *, devices: int = 1,
+                         editor: str = "enn", callbacks: list[dict] = ()) -> dict:
+    """configs/enn.yaml (or MEND) on a tiny model, as train.py reads it: TRAIN_STEPS optimizer steps of a global
+    batch of two edit batches of two edits (split over ``devices`` ranks, accumulated on one), one epoch, then
+    validation on 6 edits. ``last.ckpt`` every 2 steps in ``work/ckpt``; ``RecordRun`` writes ``work/record.json``."""
+    import yaml
+
+    from lit_edit.cli import CONFIG_DIR
+
+    config = yaml.safe_load((CONFIG_DIR / "enn.yaml").read_text())
+    model_config = {"name": model.name, "kind": "causal", "editable": model.editable}
+    config["model"]["init_args"].update(model=model_config, inner_lr=1.0e-2, lr=1.0e-3, lr_lr=1.0e-3, c_loc=1.0)
+    if editor == "mend":
+        config["model"] = {"class_path": "lit_edit.editors.MEND",
+                           "init_args": {"model": model_config, "rank": 8, "lr": 1.0e-3, "lr_lr": 1.0e-3}}
+    config["data"].update({split: str(path) for split, path in splits.items()})
+    config["data"].update(edits_per_batch=2, limit_val=6)  # 6 validation edits: 3 per rank, no padding
+    config["trainer"].update(accelerator="cpu", max_steps=TRAIN_STEPS, val_check_interval=None,
+                             check_val_every_n_epoch=1, logger=False, enable_progress_bar=False, max_time=None,
+                             enable_model_summary=False, num_sanity_val_steps=0, devices=devices,
+                             accumulate_grad_batches=2 // devices, limit_train_batches=2 * TRAIN_STEPS // devices)
+    config["trainer"]["callbacks"] = [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"dirpath": str(work / "ckpt"), "every_n_train_steps": 2, "save_top_k": 0, "save_last": True}},
+        {"class_path": "conftest.RecordRun", "init_args": {"path": str(work / "record.json")}},
+        *callbacks,
+    ]
+    config["ckpt_path"] = "last"
+    return config
+
+
+def assert_same_training(record: dict, state: dict, reference: tuple[dict, dict]) -> None:
+    """Same micro-batch losses, same validation ES/DD and the same trained weights as the reference run."""
+    assert "losses" in record, record.get("output")
+    expected, expected_state = reference
+    assert record["global_step"] == expected["global_step"] == TRAIN_STEPS
+    assert len(record["losses"]) == 2 * TRAIN_STEPS
+    torch.testing.assert_close(torch.tensor(record["losses"]), torch.tensor(expected["losses"]), rtol=1e-5, atol=1e-6)
+    for key in ("val/es", "val/dd", "val/retention", "val/edit_nll"):
+        assert record["metrics"][key] == pytest.approx(expected["metrics"][key], rel=1e-5, abs=1e-6), key
+    assert sorted(state) == sorted(expected_state)
+    for key, value in expected_state.items():
+        torch.testing.assert_close(state[key].float(), value.float(), rtol=1e-5, atol=1e-6, msg=key)
+
+
 class RecordTrainBatches(Callback):
     """Appends the case ids of every training batch to a JSON-lines file (resume tests; by class path in configs)."""
 
@@ -188,13 +237,34 @@ class RecordRun(Callback):
 
 
 class KillOnce(Callback):
-    """SIGKILLs its own process at the start of step ``step`` the first time (``marker`` records that it did)."""
+    """Sends ``signal`` (default SIGKILL) to its own process at the start of step ``step``, the first time only
+    (``marker`` records that it did)."""
 
-    def __init__(self, step: int, marker: str) -> None:
+    def __init__(self, step: int, marker: str, signal: str = "SIGKILL") -> None:
         self.step = step
         self.marker = Path(marker)
+        self.signal = signal
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step and not self.marker.exists():
             self.marker.write_text("killed")
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class SlurmProbe(Callback):
+    """Appends, at the start of every training batch on every rank, a JSON line with the rank, the step, the
+    batch's case ids and the job's SLURM restart count; then sleeps ``seconds`` (so a test can requeue a job
+    while it trains)."""
+
+    def __init__(self, path: str, seconds: float = 0.0) -> None:
+        self.path = Path(path)
+        self.seconds = seconds
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        line = {"rank": trainer.global_rank, "world": trainer.world_size, "step": trainer.global_step,
+                "cases": [record.case_id for record in batch.records],
+                "restart": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+                "environment": type(trainer.strategy.cluster_environment).__name__}
+        with self.path.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+        time.sleep(self.seconds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, TRAIN_STEPS, assert_same_training, tiny_training_config
 from lightning.pytorch import Trainer
 
 from lit_edit.cli import CONFIG_DIR
@@ -24,7 +25,7 @@ from lit_edit.editors import MEND
 from lit_edit.editors.base import read_editor_state
 from lit_edit.strategies import DeepSpeedStrategy, ZeroStageError
 
-STEPS = 4
+STEPS = TRAIN_STEPS
 
 
 @pytest.fixture(scope="module")
@@ -32,34 +33,12 @@ def run_training(knowing_gpt2, synthetic_splits, tmp_path_factory):
     """``run(name, *strategy_configs, devices=1, extra=[], editor="enn")`` -> (record, checkpoint path) of one
     train.py run of configs/{editor}.yaml on the tiny model."""
     root = tmp_path_factory.mktemp("distributed")
-    config = yaml.safe_load((CONFIG_DIR / "enn.yaml").read_text())
-    config["model"]["init_args"].update(
-        model={"name": knowing_gpt2.name, "kind": "causal", "editable": knowing_gpt2.editable},
-        inner_lr=1.0e-2, lr=1.0e-3, lr_lr=1.0e-3, c_loc=1.0)
-    mend = {"class_path": "lit_edit.editors.MEND",
-            "init_args": {"model": config["model"]["init_args"]["model"], "rank": 8, "lr": 1.0e-3, "lr_lr": 1.0e-3}}
-    config["data"].update({split: str(path) for split, path in synthetic_splits.items()})
-    config["data"].update(edits_per_batch=2, limit_val=6)  # 6 validation edits: 3 per rank, no padding
-    config["trainer"].update(accelerator="cpu", max_steps=STEPS, val_check_interval=None, check_val_every_n_epoch=1,
-                             logger=False, enable_progress_bar=False, max_time=None,
-                             enable_model_summary=False, num_sanity_val_steps=0)
-    config["ckpt_path"] = "last"
 
     def run(name: str, *strategies: str, devices: int = 1, extra: list[str] = (), editor: str = "enn") -> tuple[dict, Path]:
         work = root / name
         work.mkdir(exist_ok=True)
-        run_config = json.loads(json.dumps(config))
-        if editor == "mend":
-            run_config["model"] = mend
-        run_config["trainer"]["devices"] = devices
-        run_config["trainer"]["accumulate_grad_batches"] = 2 // devices  # the global batch: always 2 batches
-        run_config["trainer"]["limit_train_batches"] = 2 * STEPS // devices  # one epoch, then validation
-        run_config["trainer"]["callbacks"] = [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "init_args": {"dirpath": str(work / "ckpt"), "every_n_train_steps": 2, "save_top_k": 0, "save_last": True}},
-            {"class_path": "conftest.RecordRun", "init_args": {"path": str(work / "record.json")}},
-        ]
-        (work / "config.yaml").write_text(yaml.safe_dump(run_config))
+        config = tiny_training_config(knowing_gpt2, synthetic_splits, work, devices=devices, editor=editor)
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
         args = [sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml")]
         for strategy in strategies:
             args += ["--config", str(CONFIG_DIR / "strategies" / f"{strategy}.yaml")]
@@ -78,20 +57,6 @@ def single_process(run_training):
     record, checkpoint = run_training("plain")
     assert "losses" in record, record.get("output")
     return record, read_editor_state(checkpoint)
-
-
-def assert_same_training(record: dict, state: dict, reference: tuple[dict, dict]) -> None:
-    """Same micro-batch losses, same validation ES/DD and the same trained weights as the reference run."""
-    assert "losses" in record, record.get("output")
-    expected, expected_state = reference
-    assert record["global_step"] == expected["global_step"] == STEPS
-    assert len(record["losses"]) == 2 * STEPS
-    torch.testing.assert_close(torch.tensor(record["losses"]), torch.tensor(expected["losses"]), rtol=1e-5, atol=1e-6)
-    for key in ("val/es", "val/dd", "val/retention", "val/edit_nll"):
-        assert record["metrics"][key] == pytest.approx(expected["metrics"][key], rel=1e-5, abs=1e-6), key
-    assert sorted(state) == sorted(expected_state)
-    for key, value in expected_state.items():
-        torch.testing.assert_close(state[key].float(), value.float(), rtol=1e-5, atol=1e-6, msg=key)
 
 
 @pytest.mark.slow
@@ -144,6 +109,28 @@ def test_killed_deepspeed_run_resumes_with_its_step_and_optimizer_state(run_trai
     expected, expected_state = single_process
     assert resumed["global_step"] == STEPS and len(resumed["losses"]) == STEPS
     torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(expected["losses"][STEPS:]),
+                               rtol=1e-5, atol=1e-6)
+    state = read_editor_state(checkpoint)
+    for key, value in expected_state.items():
+        torch.testing.assert_close(state[key].float(), value.float(), rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGUSR1"])
+def test_signalled_run_finishes_its_step_checkpoints_and_resumes_exactly(run_training, single_process, tmp_path,
+                                                                         signal_name):
+    # The signal comes in the first of step 2's two accumulated micro-batches; the run finishes the step first.
+    signal_once = json.dumps({"class_path": "conftest.KillOnce",
+                              "init_args": {"step": 2, "marker": str(tmp_path / "sent"), "signal": signal_name}})
+    name = f"signalled_{signal_name}"
+    stopped, checkpoint = run_training(name, extra=[f"--trainer.callbacks+={signal_once}"])
+    assert stopped.get("returncode") == 128 + getattr(signal, signal_name), stopped.get("output")
+    assert "Stopping at step 3" in stopped["output"]
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
+    resumed, checkpoint = run_training(name, extra=[f"--trainer.callbacks+={signal_once}"])
+    expected, expected_state = single_process
+    assert resumed["global_step"] == STEPS and len(resumed["losses"]) == 2  # only step 3 was left
+    torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(expected["losses"][-2:]),
                                rtol=1e-5, atol=1e-6)
     state = read_editor_state(checkpoint)
     for key, value in expected_state.items():

@@ -1,0 +1,111 @@
+"""Checkpoint at a step boundary when the run is told to stop (SLURM preemption, time limit, ``kill``).
+
+SLURM warns a job before ending it: SIGUSR1 ahead of the time limit (``#SBATCH --signal=SIGUSR1@90``, see
+:mod:`lit_edit.slurm`), SIGTERM when it preempts, cancels or requeues it, SIGKILL ``KillWait`` seconds later.
+
+Lightning's own handlers act inside the signal handler: on SIGUSR1 they save a checkpoint at whatever point
+of a step the signal arrived, with the collectives of saving interleaved with the step's own on other ranks,
+and on SIGTERM they broadcast from inside the handler. A resumed run could then repeat or lose part of a step,
+or ranks could hang. :class:`CheckpointOnPreemption` replaces them while training: the handler only records
+the signal; after the next optimizer step all ranks agree that one came, save ``last.ckpt`` where the
+run's ``ModelCheckpoint(save_last=True)`` keeps it, requeue the SLURM job (after the requeue signal) and exit.
+``ckpt_path: last`` then resumes with no lost and no repeated step.
+
+``train.py`` adds this callback to every run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+
+class Preempted(SystemExit):
+    """Raised to end ``fit`` after the preemption checkpoint; the exit status is 128 + the signal's number."""
+
+
+class CheckpointOnPreemption(Callback):
+    """On ``requeue_signal`` or ``stop_signal``: finish the optimizer step, save ``last.ckpt``, (requeue,) exit."""
+
+    def __init__(self, requeue_signal: str = "SIGUSR1", stop_signal: str = "SIGTERM") -> None:
+        self.requeue_signal = signal.Signals[requeue_signal]
+        self.stop_signal = signal.Signals[stop_signal]
+        self.received: signal.Signals | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+        self._step_at_batch_start = -1
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (e.g. a notebook's worker thread)
+        if self.checkpoint_path(trainer) is None:
+            rank_zero_warn("CheckpointOnPreemption: no ModelCheckpoint(save_last=True) among the callbacks, so a "
+                           "preempted run could not resume; signals are left to Lightning.")
+            return
+        for signum in (self.requeue_signal, self.stop_signal):
+            self._previous[signum] = signal.signal(signum, self._record)
+
+    def _record(self, signum: int, _: FrameType | None) -> None:
+        self.received = self.received or signal.Signals(signum)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step_at_batch_start = trainer.global_step
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self._previous or trainer.global_step == self._step_at_batch_start:
+            return  # not ours to handle, or in the middle of accumulating gradients: wait for the step
+        strategy = trainer.strategy
+        if not strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        requeue = strategy.reduce_boolean_decision(self.received == self.requeue_signal, all=False)
+        signum = self.requeue_signal if requeue else self.stop_signal
+        path = self.checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"Stopping at step {trainer.global_step} on {signum.name}: saved {path}")
+        if requeue and trainer.is_global_zero:
+            requeue_slurm_job()
+        raise Preempted(128 + int(signum))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.restore_handlers()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.restore_handlers()
+
+    def restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        self._previous = {}
+
+    @staticmethod
+    def checkpoint_path(trainer: Trainer) -> Path | None:
+        """``last.ckpt`` of the first ``ModelCheckpoint(save_last=True)``: where ``ckpt_path: last`` looks."""
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+                return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+        return None
+
+
+def requeue_slurm_job() -> None:
+    """``scontrol requeue`` this job (an array job's own task); no-op outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if job is None:
+        rank_zero_info("Not in a SLURM job: nothing to requeue; run train.py again to resume.")
+        return
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode != 0:
+        rank_zero_warn(f"scontrol requeue {job} failed ({done.stderr.strip()}); resubmit the job to resume")
+    else:
+        rank_zero_info(f"Requeued SLURM job {job}; it resumes from the checkpoint when it starts again.")

@@ -234,12 +234,21 @@ def submit_training(job: SlurmJob, config: dict[str, Any], dump: Callable[[dict[
                            command=[python, str(TRAIN_SCRIPT), "--config", str(config_path)])
     if dry_run:
         return Submission(script=script, run_dir=run_dir, job_id=None)
+    existed = run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    header = f"# train.py's configuration for SLURM job in {run_dir}, resolved by train.py --submit\n"
+    header = f"# train.py's configuration for the SLURM job in {run_dir}, resolved by train.py --submit\n"
     config_path.write_text(header + dump(config))
     script_path = run_dir / JOB_SCRIPT
     script_path.write_text(script)
-    return Submission(script=script, run_dir=run_dir, job_id=sbatch(script_path))
+    try:
+        job_id = sbatch(script_path)
+    except SlurmError:  # sbatch itself refused: leave nothing behind that looks like a submitted run
+        config_path.unlink()
+        script_path.unlink()
+        if not existed:
+            run_dir.rmdir()
+        raise
+    return Submission(script=script, run_dir=run_dir, job_id=job_id)
 
 
 def _check_resumable(job: SlurmJob, config: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Cluster jobs: the sbatch script a config gives, refusals before anything is submitted, and real SLURM jobs.
 
 The real jobs need a SLURM cluster (``bash scripts/local_slurm.sh`` starts a one-node one on this machine, and
-``.ci/run`` does so in CI). Without ``sbatch`` they are skipped, except in CI (``CI`` set), where they fail.
+``.ci/run`` does so in CI). Without a cluster they are skipped, except in CI (``CI`` or ``LIT_EDIT_REQUIRE_SLURM``
+set), where they fail.
 Each job trains ENN on the tiny GPT-2 with two ranks, submitted with ``python train.py ... --submit`` as a
 user submits, and is compared with one process accumulating the same global batch.
 """
@@ -143,12 +144,28 @@ def test_no_sbatch_on_path_is_a_clear_error(tmp_path, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def slurm() -> None:
     """A running SLURM cluster with an idle node, or skip (fail in CI)."""
-    ready = shutil.which("sbatch") is not None and subprocess.run(
-        ["sinfo", "--noheader", "-o", "%t"], capture_output=True, text=True).stdout.split() != []
-    if not ready:
-        if os.environ.get("CI"):
+    states = subprocess.run(["sinfo", "--noheader", "-o", "%t"], capture_output=True, text=True).stdout.split() \
+        if shutil.which("sinfo") and shutil.which("sbatch") else []
+    if not {"idle", "mix", "alloc"} & set(states):
+        if os.environ.get("CI") or os.environ.get("LIT_EDIT_REQUIRE_SLURM"):
             pytest.fail("CI must run the SLURM tests: .ci/run starts a local cluster with scripts/local_slurm.sh")
         pytest.skip("no SLURM cluster here; `bash scripts/local_slurm.sh` starts a one-node one (as root)")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--slurm.partition", "no-such-partition"], "unknown partition 'no-such-partition'; this cluster has: debug"),
+    (["--slurm.cpus_per_task", "4096"], "CPUs per node (1 tasks x 4096 CPUs) but the largest node here has"),
+    (["--slurm.extra", '["--nodelist=no-such-node"]'], "sbatch refused"),
+])
+def test_requests_the_cluster_cannot_run_are_refused_and_leave_nothing(slurm, tmp_path, monkeypatch, capsys,
+                                                                       args, message):
+    monkeypatch.chdir(tmp_path)
+    jobs_before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    with pytest.raises(SystemExit):
+        submit_in_process(*args, "--submit")
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.sbatch")) and not list(tmp_path.rglob(JOB_CONFIG))
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == jobs_before
 
 
 def job_state(job_id: str) -> str:

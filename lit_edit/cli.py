@@ -52,7 +52,8 @@ class TrainCLI(LightningCLI):
         super().instantiate_classes()
         callbacks = self.trainer.callbacks
         if not any(isinstance(callback, CheckpointOnPreemption) for callback in callbacks):
-            callbacks.append(CheckpointOnPreemption())
+            # A submitted job listens for the signal its script asks SLURM to send before the time limit.
+            callbacks.append(CheckpointOnPreemption(requeue_signal=self.config.get("slurm.requeue_signal")))
 
     def submit(self) -> Submission:
         config = self.config.clone().as_dict()

@@ -36,9 +36,9 @@ class Preempted(SystemExit):
 class CheckpointOnPreemption(Callback):
     """On ``requeue_signal`` or ``stop_signal``: finish the optimizer step, save ``last.ckpt``, (requeue,) exit."""
 
-    def __init__(self, requeue_signal: str = "SIGUSR1", stop_signal: str = "SIGTERM") -> None:
-        self.requeue_signal = signal.Signals[requeue_signal]
-        self.stop_signal = signal.Signals[stop_signal]
+    def __init__(self, requeue_signal: str | None = "SIGUSR1", stop_signal: str = "SIGTERM") -> None:
+        self.requeue_signal = signal_named(requeue_signal or "SIGUSR1")
+        self.stop_signal = signal_named(stop_signal)
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
         self._step_at_batch_start = -1
@@ -94,6 +94,17 @@ class CheckpointOnPreemption(Callback):
             if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
                 return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
         return None
+
+
+def signal_named(name: str) -> signal.Signals:
+    """``SIGUSR1``, ``USR1`` (sbatch's spelling) or ``10`` as a signal; a clear error for anything else."""
+    name = name.strip().upper()
+    try:
+        if name.isdigit():
+            return signal.Signals(int(name))
+        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except (KeyError, ValueError):
+        raise ValueError(f"unknown signal {name!r}; use a name such as SIGUSR1 or SIGTERM") from None
 
 
 def requeue_slurm_job() -> None:

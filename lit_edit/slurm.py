@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lit_edit.preemption import signal_named
+
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 JOB_CONFIG = "job_config.yaml"
 JOB_SCRIPT = "job.sbatch"
@@ -96,6 +98,10 @@ def resolve_shape(job: SlurmJob, trainer: dict[str, Any]) -> JobShape:
     nodes = job.nodes if job.nodes is not None else int(trainer.get("num_nodes") or 1)
     if nodes < 1:
         raise SlurmError(f"--slurm.nodes must be at least 1, got {nodes}")
+    try:
+        signal_named(job.requeue_signal)
+    except ValueError as error:
+        raise SlurmError(f"--slurm.requeue_signal: {error}") from None
     if job.gpus_per_node < 0:
         raise SlurmError(f"--slurm.gpus_per_node must be 0 (a CPU job) or more, got {job.gpus_per_node}")
     explicit = device_count(trainer.get("devices", "auto"))

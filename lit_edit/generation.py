@@ -1,0 +1,18 @@
+"""Greedy completions, for showing what a model says before and after an edit."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@torch.no_grad()
+def greedy_completion(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kind: str, prompt: str,
+                      max_new_tokens: int = 12) -> str:
+    """The greedy continuation of ``prompt`` (a seq2seq model's whole output), on one line."""
+    device = next(model.parameters()).device
+    encoded = tokenizer(prompt, return_tensors="pt").to(device)
+    output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id)
+    start = 0 if kind == "seq2seq" else encoded["input_ids"].shape[1]
+    return tokenizer.decode(output[0, start:], skip_special_tokens=True).replace("\n", " ")

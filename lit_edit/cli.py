@@ -106,5 +106,6 @@ def evaluate_main(args: ArgsType = None, default_config: Path | None = CONFIG_DI
                        "default_config_files": [str(default_config)] if default_config else []},
         save_config_callback=None,
     )
+    cli.model.resolved_config = cli.parser.dump(cli.config, skip_validation=True, skip_unset=False)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the suite prints its own table
     return cli

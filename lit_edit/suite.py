@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from lit_edit.data.batch import EditBatch
-from lit_edit.editors.base import Editor
+from lit_edit.editors.base import Editor, EditScores
+from lit_edit.editors.edited_model import EditFailedError
+from lit_edit.protocol import ResultsLog, SequentialEditing, merge_states, metric_states
+from lit_edit.provenance import run_provenance
 
 #: Table columns: (heading, logged metric key, format).
 COLUMNS = (
@@ -26,11 +30,24 @@ COLUMNS = (
 
 
 class EditorSuite(LightningModule):
-    """Runs every editor on each test batch; ``output`` receives one JSON record per editor."""
+    """Runs every editor on each test batch; ``output`` receives one JSON record per editor.
+
+    The protocol (:mod:`lit_edit.protocol`): single or batch editing by ``data.eval_edits_per_batch``, or
+    ``sequential``. Each finished (editor, batch) goes to ``output``'s ``.jsonl`` log, from which a rerun resumes.
+    """
 
     def __init__(self, editors: dict[str, Editor], output: str = "results/evaluate.json",
-                 only: list[str] | None = None) -> None:
-        """``only`` names the editors to run (default: all), to re-run or skip one without editing the config."""
+                 only: list[str] | None = None, sequential: bool = False, measure_every: int = 10,
+                 resume: bool = True) -> None:
+        """
+        Args:
+            editors: the editors to compare, by the names the table uses.
+            output: the results JSON; the per-batch log is the same path with ``.jsonl``.
+            only: the editors to run (default: all), to re-run or skip one without editing the config.
+            sequential: apply each batch on top of the earlier ones instead of on the unedited model.
+            measure_every: in a sequential run, re-measure every edit so far after this many batches (and the last).
+            resume: continue from the log of an earlier, interrupted run of the same output (false: start afresh).
+        """
         super().__init__()
         if only is not None:
             unknown = sorted(set(only) - set(editors))
@@ -45,7 +62,12 @@ class EditorSuite(LightningModule):
             raise ValueError(f"all editors of one evaluation must edit the same base model, got {sorted(specs)}")
         self.editors = nn.ModuleDict(editors)
         self.output = Path(output)
+        self.log_path = self.output.with_suffix(".jsonl")
+        self.resume = resume
+        state_dir = self.output.parent / f"{self.output.stem}_sequential"
+        self.sequence = SequentialEditing(measure_every, state_dir) if sequential else None
         self.results: list[dict[str, Any]] = []
+        self.resolved_config: str | None = None  # set by evaluate.py, stored with the results
 
     @property
     def prompts(self) -> Any:
@@ -54,45 +76,110 @@ class EditorSuite(LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         return batch.to(device) if isinstance(batch, EditBatch) else batch
 
+    def on_test_start(self) -> None:
+        fingerprint = json.dumps({"editors": {k: _plain(dict(e.hparams)) for k, e in self.editors.items()},
+                                  "data": _plain(dict(self.trainer.datamodule.hparams)),
+                                  "protocol": self.protocol()}, sort_keys=True)
+        if self.trainer.world_size > 1:  # each rank scores its own batches and keeps its own log
+            self.log_path = self.output.with_suffix(f".rank{self.trainer.global_rank}.jsonl")
+        if not self.resume:
+            self.log_path.unlink(missing_ok=True)
+        self.log_book = ResultsLog(self.log_path, fingerprint)
+        if self.sequence is not None and not self.log_book.resumed:
+            self.sequence.discard_saved()  # the saved weights belong to another (or a finished) run
+        self.failures: dict[str, list[dict[str, Any]]] = {key: [] for key in self.editors}
+        if self.sequence is not None:
+            self.sequence.records_by_id = {r.case_id: r for r in self.trainer.datamodule.records("test")}
+
     def test_step(self, batch: EditBatch, batch_idx: int) -> None:
-        pre = next(iter(self.editors.values())).pre_edit_logits(batch)  # one base model: compute it once
+        cases = [record.case_id for record in batch.records]
+        last = batch_idx == self.trainer.num_test_batches[0] - 1
+        pre = None
         for key, editor in self.editors.items():
-            editor.score(batch, editor.test_scores, pre)
             Editor.log_scores(self, editor.test_scores, key, len(batch))
+            logged = self.log_book.get(key, cases)
+            resumed = self.sequence.finished(key, cases) if self.sequence is not None else logged is not None
+            if resumed and logged is not None:
+                self.account(key, editor, logged)
+                continue
+            if pre is None:  # one base model: the unedited logits serve every editor
+                pre = next(iter(self.editors.values())).pre_edit_logits(batch)
+            self.account(key, editor, self.log_book.add(key, cases, self.edit(key, editor, batch, pre, last)))
+
+    def edit(self, key: str, editor: Editor, batch: EditBatch, pre: Any, last: bool) -> dict[str, Any]:
+        """Score one batch for one editor; a failed edit is recorded with its reason, and the run goes on."""
+        scores = EditScores().to(self.device)
+        applied = self.sequence.applied(key, editor) if self.sequence is not None else nullcontext()
+        try:
+            with applied:
+                edited = editor.score(batch, scores, pre)
+        except (EditFailedError, RuntimeError) as error:  # edits are functional: the model is as it was
+            return {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+        entry: dict[str, Any] = {"status": "done", "states": metric_states(scores)}
+        if self.sequence is not None:
+            self.sequence.commit(key, edited, batch.records)
+            if self.sequence.due(key, last):
+                entry["curve"] = self.sequence.measure(key, editor, self.trainer.datamodule.collate)
+        return entry
+
+    def account(self, key: str, editor: Editor, entry: dict[str, Any]) -> None:
+        if entry["status"] == "failed":
+            self.failures[key].append({"cases": entry["cases"], "reason": entry["reason"]})
+        else:
+            merge_states(editor.test_scores, entry["states"])
 
     def on_test_epoch_end(self) -> None:
         self.results = []
         for key, editor in self.editors.items():
             figures = {name: float(metric.compute()) for name, metric in editor.test_scores.as_logged().items()}
-            self.results.append({
+            record = {
                 "editor": key,
                 "name": editor.name,
                 "class_path": f"{type(editor).__module__}.{type(editor).__qualname__}",
                 "init_args": _plain(dict(editor.hparams)),
                 "model": _plain(editor.model_spec),
+                "protocol": self.protocol(),
                 "edits": int(editor.test_scores.edit_seconds.weight.item()),
+                "failed_edits": sum(len(f["cases"]) for f in self.failures[key]),
+                "failures": self.failures[key],
                 "metrics": figures,
-            })
+            }
+            if self.sequence is not None:
+                record["sequential"] = self.sequence.history(key).curve
+            self.results.append(record)
         if self.trainer.is_global_zero:
-            data = self.trainer.datamodule.hparams if self.trainer.datamodule is not None else {}
+            datamodule = self.trainer.datamodule
+            data = dict(datamodule.hparams) if datamodule is not None else {}
+            provenance = run_provenance(next(iter(self.editors.values())), datamodule, self.resolved_config)
             for record in self.results:
-                record["data"] = _plain(dict(data))
+                record["data"] = _plain(data)
+                record["provenance"] = provenance
             self.output.parent.mkdir(parents=True, exist_ok=True)
             self.output.write_text(json.dumps(self.results, indent=1))
+            self.log_book.complete()
             print("\n" + results_table(self.results) + f"\n\nwritten to {self.output}")
+
+    def protocol(self) -> dict[str, Any]:
+        datamodule = self.trainer.datamodule
+        k = getattr(datamodule, "eval_edits_per_batch", 1)
+        mode = "sequential" if self.sequence is not None else ("single" if k == 1 else "batch")
+        described = {"mode": mode, "edits_per_batch": k}
+        if self.sequence is not None:
+            described["measure_every"] = self.sequence.measure_every
+        return described
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
     """A markdown table, one row per editor."""
-    head = "| editor | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
-    rule = "|---" * (len(COLUMNS) + 1) + "|"
+    head = "| editor | " + " | ".join(h for h, _, _ in COLUMNS) + " | failed |"
+    rule = "|---" * (len(COLUMNS) + 2) + "|"
     rows = []
     for record in results:
         cells = []
         for _, key, fmt in COLUMNS:
             value = record["metrics"].get(key, math.nan)
             cells.append("n/a" if math.isnan(value) else fmt.format(value))
-        rows.append(f"| {record['editor']} | " + " | ".join(cells) + " |")
+        rows.append(f"| {record['editor']} | " + " | ".join(cells) + f" | {record.get('failed_edits', 0)} |")
     return "\n".join([head, rule, *rows])
 
 

@@ -1,0 +1,129 @@
+"""Evaluation protocols on a tiny model: batch versus single editing, sequential retention, resume, failed edits."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import synthetic_records
+from lightning.pytorch import Trainer
+
+from lit_edit.data.datamodule import EditDataModule
+from lit_edit.data.readers import write_edit_records
+from lit_edit.editors import FineTune
+from lit_edit.editors.edited_model import EditFailedError
+from lit_edit.suite import EditorSuite
+
+
+class Crash(Exception):
+    """Stands for the process dying halfway through an evaluation."""
+
+
+class CountingFineTune(FineTune):
+    """FT that records the case ids of every edit it makes, can fail one case, and can crash once."""
+
+    calls: list[list[str]]
+    fail_case: str | None = None
+    crash_at: int | None = None  # set after construction: not part of the run's settings (its fingerprint)
+
+    def edit(self, batch):
+        cases = [record.case_id for record in batch.records]
+        if self.crash_at is not None and len(self.calls) == self.crash_at:
+            raise Crash(f"killed before edit {cases}")
+        self.calls.append(cases)
+        if self.fail_case in cases:
+            raise EditFailedError("the edit produced non-finite values")
+        return super().edit(batch)
+
+
+def evaluate(spec, records, output: Path, *, k: int = 1, sequential: bool = False, measure_every: int = 1,
+             fail_case: str | None = None, crash_at: int | None = None) -> tuple[list[dict], CountingFineTune]:
+    data_file = write_edit_records(records, output.parent / "edits.json")
+    editor = CountingFineTune(spec, steps=25, lr=1.0e-2)
+    editor.calls, editor.fail_case, editor.crash_at = [], fail_case, crash_at
+    suite = EditorSuite({"ft": editor}, output=str(output), sequential=sequential, measure_every=measure_every)
+    data = EditDataModule(test=str(data_file), model=spec, eval_edits_per_batch=k)
+    trainer = Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.test(suite, datamodule=data, verbose=False)
+    return suite.results, editor
+
+
+def test_batch_mode_makes_all_k_edits_before_measuring(knowing_gpt2, tmp_path):
+    # Two edits of the same fact to different objects: alone, each succeeds; made together, they cannot both.
+    first = synthetic_records()[0]
+    second = replace(first, case_id="rival", target_new=next(o for o in ("c0", "c1", "c2")
+                                                             if o not in (first.target_new, first.target_true)))
+    single, editor = evaluate(knowing_gpt2, [first, second], tmp_path / "single" / "r.json", k=1)
+    assert editor.calls == [[first.case_id], ["rival"]] and single[0]["metrics"]["es"] > 0.9
+    batch, editor = evaluate(knowing_gpt2, [first, second], tmp_path / "batch" / "r.json", k=2)
+    assert editor.calls == [[first.case_id, "rival"]]
+    assert batch[0]["metrics"]["es"] <= 0.5  # one model, measured after both edits: at most one target wins
+    assert batch[0]["protocol"] == {"mode": "batch", "edits_per_batch": 2}
+
+
+def test_sequential_retention_is_measured_on_the_model_after_the_last_edit(knowing_gpt2, tmp_path):
+    first = synthetic_records()[0]
+    overwrite = replace(first, case_id="overwrite", target_new=next(o for o in ("c0", "c1", "c2")
+                                                                     if o not in (first.target_new, first.target_true)))
+    other = synthetic_records()[3]
+    results, editor = evaluate(knowing_gpt2, [first, other, overwrite], tmp_path / "r.json", sequential=True)
+    curve = results[0]["sequential"]
+    assert [point["edits"] for point in curve] == [1, 2, 3]
+    assert curve[0]["first_edit_es"] == 1.0 and curve[1]["first_edit_es"] == 1.0
+    assert curve[2]["first_edit_es"] == 0.0  # the third edit overwrote the first: measured after it, not before
+    assert curve[2]["dd"] >= 0.0 and results[0]["metrics"]["es"] > 0.9  # each edit worked when it was made
+    assert results[0]["protocol"]["mode"] == "sequential"
+
+
+def test_an_interrupted_evaluation_resumes_without_redoing_or_double_counting(knowing_gpt2, tmp_path):
+    records = synthetic_records()[:6]
+    reference, _ = evaluate(knowing_gpt2, records, tmp_path / "reference" / "r.json")
+    output = tmp_path / "resumed" / "r.json"
+    with pytest.raises(Crash):
+        evaluate(knowing_gpt2, records, output, crash_at=3)
+    results, editor = evaluate(knowing_gpt2, records, output)
+    assert editor.calls == [["3"], ["4"], ["5"]]  # the three finished edits were not redone
+    assert results[0]["edits"] == 6
+    for key in ("es", "paraphrase_es", "dd", "retention", "edit_nll"):
+        assert results[0]["metrics"][key] == pytest.approx(reference[0]["metrics"][key], rel=1e-6), key
+    # A finished run is not resumed: the next one starts afresh.
+    _, editor = evaluate(knowing_gpt2, records, output)
+    assert len(editor.calls) == 6
+
+
+def test_an_interrupted_sequential_run_resumes_from_its_last_curve_point(knowing_gpt2, tmp_path):
+    records = synthetic_records()[:5]
+    reference, _ = evaluate(knowing_gpt2, records, tmp_path / "reference" / "r.json", sequential=True, measure_every=2)
+    output = tmp_path / "resumed" / "r.json"
+    with pytest.raises(Crash):
+        evaluate(knowing_gpt2, records, output, sequential=True, measure_every=2, crash_at=3)
+    results, editor = evaluate(knowing_gpt2, records, output, sequential=True, measure_every=2)
+    assert editor.calls == [["2"], ["3"], ["4"]]  # weights were saved after edit 2; edit 3 is made again
+    assert results[0]["edits"] == 5
+    got, expected = results[0]["sequential"], reference[0]["sequential"]
+    assert [p["edits"] for p in got] == [p["edits"] for p in expected] == [2, 4, 5]
+    for point, want in zip(got, expected, strict=True):
+        for key in ("es", "first_edit_es", "dd", "retention"):
+            assert point[key] == pytest.approx(want[key], abs=1e-6), (point, want)
+
+
+def test_a_failed_edit_is_recorded_with_its_reason_and_the_run_goes_on(knowing_gpt2, tmp_path, capsys):
+    records = synthetic_records()[:4]
+    results, editor = evaluate(knowing_gpt2, records, tmp_path / "r.json", fail_case="2")
+    assert len(editor.calls) == 4 and results[0]["edits"] == 3 and results[0]["failed_edits"] == 1
+    assert results[0]["failures"] == [{"cases": ["2"], "reason": "EditFailedError: the edit produced non-finite values"}]
+    table = capsys.readouterr().out
+    assert re.search(r"\| ft \|.*\| 1 \|", table)  # the table's last column counts failed edits
+
+
+def test_results_carry_what_reproduces_them(knowing_gpt2, tmp_path):
+    results, _ = evaluate(knowing_gpt2, synthetic_records()[:2], tmp_path / "r.json")
+    provenance = json.loads((tmp_path / "r.json").read_text())[0]["provenance"]
+    assert results[0]["provenance"] == provenance
+    assert re.fullmatch(r"[0-9a-f]{64}", provenance["model_sha256"])
+    assert re.fullmatch(r"[0-9a-f]{64}", provenance["data_sha256"])
+    assert {"python", "torch", "lightning", "transformers", "lit-edit"} <= set(provenance["versions"])

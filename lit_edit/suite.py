@@ -25,6 +25,10 @@ COLUMNS = (
     ("DD (acc.)", "dd", "{:+.3f}"),
     ("retention", "retention", "{:.3f}"),
     ("target NLL", "edit_nll", "{:.3f}"),
+    ("token acc.", "token_accuracy", "{:.3f}"),
+    ("efficacy", "efficacy", "{:.3f}"),
+    ("para. score", "paraphrase_score", "{:.3f}"),
+    ("neigh. score", "neighbourhood_score", "{:.3f}"),
     ("edit s/edit", "edit_seconds", "{:.3f}"),
 )
 
@@ -108,7 +112,7 @@ class EditorSuite(LightningModule):
 
     def edit(self, key: str, editor: Editor, batch: EditBatch, pre: Any, last: bool) -> dict[str, Any]:
         """Score one batch for one editor; a failed edit is recorded with its reason, and the run goes on."""
-        scores = EditScores().to(self.device)
+        scores = EditScores(compare_targets=True).to(self.device)
         applied = self.sequence.applied(key, editor) if self.sequence is not None else nullcontext()
         try:
             with applied:

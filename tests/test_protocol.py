@@ -40,9 +40,10 @@ class CountingFineTune(FineTune):
 
 
 def evaluate(spec, records, output: Path, *, k: int = 1, sequential: bool = False, measure_every: int = 1,
-             fail_case: str | None = None, crash_at: int | None = None) -> tuple[list[dict], CountingFineTune]:
+             fail_case: str | None = None, crash_at: int | None = None, steps: int = 25
+             ) -> tuple[list[dict], CountingFineTune]:
     data_file = write_edit_records(records, output.parent / "edits.json")
-    editor = CountingFineTune(spec, steps=25, lr=1.0e-2)
+    editor = CountingFineTune(spec, steps=steps, lr=1.0e-2)
     editor.calls, editor.fail_case, editor.crash_at = [], fail_case, crash_at
     suite = EditorSuite({"ft": editor}, output=str(output), sequential=sequential, measure_every=measure_every)
     data = EditDataModule(test=str(data_file), model=spec, eval_edits_per_batch=k)

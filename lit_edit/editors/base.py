@@ -19,9 +19,11 @@ from transformers import PreTrainedModel
 
 from lit_edit.activation_checkpointing import checkpoint_blocks
 from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
+from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors.edited_model import EditedModel, aligned_logits
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
+from lit_edit.paper_scores import TargetPreference, TokenAccuracy, example_nll
 
 
 def read_editor_state(path: str | Path) -> dict[str, Tensor]:
@@ -37,22 +39,35 @@ def read_editor_state(path: str | Path) -> dict[str, Tensor]:
 
 
 class EditScores(nn.Module):
-    """ES, paraphrase ES, accuracy drawdown, retention and target NLL over one stage's batches."""
+    """ES, paraphrase ES, accuracy drawdown, retention, target NLL and token accuracy over one stage's batches;
+    with ``compare_targets``, also CounterFact's efficacy, paraphrase and neighbourhood scores
+    (:mod:`lit_edit.paper_scores`; they cost three more forward passes per batch, so validation skips them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, compare_targets: bool = False) -> None:
         super().__init__()
+        self.compare_targets = compare_targets
         self.es = EditSuccess()
         self.paraphrase_es = EditSuccess()
         self.pre_es = EditSuccess()
         self.drawdown = AccuracyDrawdown()
         self.retention = Retention()
         self.edit_nll = TargetNLL()
+        self.token_accuracy = TokenAccuracy()
         self.edit_seconds = MeanMetric()
+        if compare_targets:
+            self.efficacy = TargetPreference()
+            self.paraphrase_score = TargetPreference()
+            self.neighbourhood_score = TargetPreference()
 
     def as_logged(self) -> dict[str, Any]:
         """Metric objects by the names they are logged under (Lightning syncs, computes and resets them)."""
-        return {"es": self.es, "paraphrase_es": self.paraphrase_es, "pre_es": self.pre_es, "dd": self.drawdown,
-                "retention": self.retention, "edit_nll": self.edit_nll, "edit_seconds": self.edit_seconds}
+        logged = {"es": self.es, "paraphrase_es": self.paraphrase_es, "pre_es": self.pre_es, "dd": self.drawdown,
+                  "retention": self.retention, "edit_nll": self.edit_nll, "token_accuracy": self.token_accuracy,
+                  "edit_seconds": self.edit_seconds}
+        if self.compare_targets:
+            logged.update(efficacy=self.efficacy, paraphrase_score=self.paraphrase_score,
+                          neighbourhood_score=self.neighbourhood_score)
+        return logged
 
 
 class Editor(LightningModule):
@@ -84,7 +99,7 @@ class Editor(LightningModule):
         if gradient_checkpointing:
             checkpoint_blocks(self.model)
         self.val_scores = EditScores()
-        self.test_scores = EditScores()
+        self.test_scores = EditScores(compare_targets=True)
         self.skipped_steps = 0
 
     @property
@@ -178,8 +193,31 @@ class Editor(LightningModule):
         scores.drawdown.update(pre_out, post_out, out_labels)
         scores.retention.update(pre_out, post_out, out_labels)
         scores.edit_nll.update(post_in, in_labels)
+        scores.token_accuracy.update(post_in, in_labels)
         scores.edit_seconds.update(torch.tensor(seconds), weight=len(batch))
+        if scores.compare_targets and all(record.target_true for record in batch.records):
+            with torch.no_grad():
+                self.score_target_preference(batch, edited, post_in, in_labels, scores)
         return edited
+
+    def score_target_preference(self, batch: EditBatch, edited: EditedModel, post_in: Tensor, in_labels: Tensor,
+                                scores: EditScores) -> None:
+        """CounterFact's comparisons of the new and the true target after the edit (:mod:`lit_edit.paper_scores`)."""
+        records = batch.records
+        true_in = self.prompts([LabeledPrompt(p, r.target_true) for r in records for p in (r.prompt, *r.paraphrases)])
+        post_true, true_labels = self.logits(true_in.to(self.device), edited)
+        nll_new, nll_true = example_nll(post_in, in_labels), example_nll(post_true, true_labels)
+        para = batch.in_scope_is_paraphrase.to(nll_new.device)
+        scores.efficacy.update(nll_new[~para], nll_true[~para])
+        if para.any():
+            scores.paraphrase_score.update(nll_new[para], nll_true[para])
+        # Neighbours: other subjects of the same relation whose true object is the edited fact's true object.
+        neighbours = [(p.prompt, r) for r in records for p in r.hard_out_of_scope if p.target == r.target_true]
+        if neighbours:
+            keep, new = (self.prompts([LabeledPrompt(p, getattr(r, field)) for p, r in neighbours]).to(self.device)
+                         for field in ("target_true", "target_new"))
+            scores.neighbourhood_score.update(example_nll(*self.logits(keep, edited)),
+                                              example_nll(*self.logits(new, edited)))
 
     @staticmethod
     def log_scores(module: LightningModule, scores: EditScores, prefix: str, batch_size: int) -> None:

@@ -1,0 +1,130 @@
+"""The scores other papers report, beside this project's ES and DD, so results can be compared with theirs.
+
+* **CounterFact** (ROME, Meng et al. 2022) compares the probabilities of two targets instead of asking for the
+  argmax: *efficacy* is the fraction of edit prompts where the new target is more likely than the true one,
+  *paraphrase score* the same on paraphrases, *neighbourhood score* the fraction of neighbouring prompts (same
+  relation, other subject, same true object) where the true object stays more likely than the new one. A
+  target's likelihood is its mean NLL per token, as in ROME's evaluation code. These are easier to pass than ES,
+  which needs every target token to be the argmax.
+* **Token accuracy** (EasyEdit's rewrite accuracy, used for zsRE): the fraction of a target's tokens that are the
+  teacher-forced argmax, averaged over examples. ES counts an example only when all its tokens are right.
+
+Same input conventions as :mod:`lit_edit.metrics` (aligned logits, ``-100`` for positions no metric looks at).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+from lit_edit.metrics import IGNORE_INDEX, _check_inputs, _ratio, labelled_examples
+
+
+def example_nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """Float ``[batch]``: each row's mean NLL per labelled token (nan for a row with none).
+
+    >>> example_nll(torch.zeros(1, 2, 4), torch.tensor([[-100, 3]]))  # uniform over 4 tokens
+    tensor([1.3863])
+    """
+    _check_inputs(logits, labels)
+    mask = labels != IGNORE_INDEX
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    picked = log_probs.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    total = -(picked * mask).sum(dim=-1)
+    count = mask.sum(dim=-1)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+
+
+def preference(nll_preferred: Tensor, nll_other: Tensor) -> Tensor:
+    """Fraction of rows where the preferred target is the more likely one (lower mean NLL); nan for no rows.
+
+    >>> preference(torch.tensor([0.5, 2.0]), torch.tensor([1.0, 1.0]))
+    tensor(0.5000)
+    """
+    wins, total = _preference_counts(nll_preferred, nll_other)
+    return _ratio(wins, total)
+
+
+def _preference_counts(nll_preferred: Tensor, nll_other: Tensor) -> tuple[Tensor, Tensor]:
+    if nll_preferred.shape != nll_other.shape:
+        raise ValueError(f"the two targets' NLLs must pair up, got {tuple(nll_preferred.shape)} and "
+                         f"{tuple(nll_other.shape)}")
+    valid = ~(nll_preferred.isnan() | nll_other.isnan())
+    return ((nll_preferred < nll_other) & valid).sum(), valid.sum()
+
+
+def token_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean over examples of the fraction of labelled tokens whose argmax is the label (EasyEdit's accuracy).
+
+    >>> logits = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])  # predicts token 1, then token 0
+    >>> token_accuracy(logits, torch.tensor([[1, 1]]))
+    tensor(0.5000)
+    """
+    total, examples = _token_accuracy_sums(logits, labels)
+    return _ratio(total, examples)
+
+
+def _token_accuracy_sums(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    _check_inputs(logits, labels)
+    mask = labels != IGNORE_INDEX
+    right = ((logits.argmax(dim=-1) == labels) & mask).sum(dim=-1).to(torch.float64)
+    rows = labelled_examples(labels)
+    per_example = right / mask.sum(dim=-1).clamp_min(1)
+    return per_example[rows].sum(), rows.sum()
+
+
+class TargetPreference(Metric):
+    """Fraction of prompts where one target is more likely than the other (CounterFact's scores).
+
+    >>> metric = TargetPreference()
+    >>> metric.update(torch.tensor([0.5, 2.0]), torch.tensor([1.0, 1.0]))
+    >>> metric.update(torch.tensor([0.1]), torch.tensor([0.2]))
+    >>> metric.compute()
+    tensor(0.6667)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    wins: Tensor
+    total: Tensor
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.add_state("wins", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, nll_preferred: Tensor, nll_other: Tensor) -> None:
+        wins, total = _preference_counts(nll_preferred, nll_other)
+        self.wins += wins.to(self.wins.device)
+        self.total += total.to(self.total.device)
+
+    def compute(self) -> Tensor:
+        return _ratio(self.wins, self.total)
+
+
+class TokenAccuracy(Metric):
+    """:func:`token_accuracy` over everything seen: per-example token accuracy, averaged over examples."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    accuracy_sum: Tensor
+    examples: Tensor
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.add_state("accuracy_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("examples", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        total, examples = _token_accuracy_sums(logits, labels)
+        self.accuracy_sum += total.to(self.accuracy_sum.device)
+        self.examples += examples.to(self.examples.device)
+
+    def compute(self) -> Tensor:
+        return _ratio(self.accuracy_sum, self.examples)

@@ -122,6 +122,20 @@ def test_lit_edit_jsonl() -> None:
     assert records[2].paraphrases == ("The sport of Velmouth Rovers is", "Velmouth Rovers compete in")
 
 
+def test_users_prompt_target_jsonl() -> None:
+    records = load_edit_records(FIXTURES / "prompt_target.jsonl", skip_invalid=True)  # the third is malformed
+    assert detect_format(FIXTURES / "prompt_target.jsonl") == "prompt_target"
+    assert records == [
+        EditRecord(case_id="0", prompt="The Mona Lisa was painted by", target_new="Picasso",
+                   paraphrases=("The painter of the Mona Lisa is",),
+                   out_of_scope=(LabeledPrompt("The Starry Night was painted by", "Vincent van Gogh"),)),
+        EditRecord(case_id="1", prompt="The capital of Norvalia is", target_new="Brenmoor", subject="Norvalia",
+                   target_true="Saltby"),
+    ]
+    with pytest.raises(EditDataError, match=r"prompt_target.jsonl: record 2 \(line 3\): field 'neighbours\[0\].target'"):
+        load_edit_records(FIXTURES / "prompt_target.jsonl")
+
+
 @pytest.mark.parametrize(("name", "reader", "index", "line", "field"), [
     ("zsre_missing_alt.json", read_zsre_mend, 2, 20, "alt"),
     ("counterfact_easyedit_bad_rephrase.json", read_counterfact_easyedit, 1, 11, "rephrase_prompt"),

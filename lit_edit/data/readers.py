@@ -97,9 +97,10 @@ class _Fields:
     source: str
     index: int
     line: int
+    prefix: str = ""  # for an object nested in the record: its path, e.g. "neighbours[2]."
 
     def error(self, name: str, problem: str) -> EditDataError:
-        return EditDataError(self.source, self.index, name, problem, self.line)
+        return EditDataError(self.source, self.index, f"{self.prefix}{name}", problem, self.line)
 
     def get(self, name: str, required: bool = True) -> Any:
         """The value at a dotted path such as ``requested_rewrite.target_new.str``."""
@@ -241,6 +242,34 @@ def read_rome_counterfact(path: str | Path, *, skip_invalid: bool = False) -> li
     return _read(path, _rome_counterfact, skip_invalid)
 
 
+def _prompt_target(r: _Fields) -> EditRecord:
+    neighbours = r.get("neighbours", required=False) or []
+    if not isinstance(neighbours, list):
+        raise r.error("neighbours", f"expected a list of {{prompt, target}} objects, got {neighbours!r}")
+    kept = []
+    for i, item in enumerate(neighbours):
+        if not isinstance(item, dict):
+            raise r.error(f"neighbours[{i}]", f"expected an object with prompt and target, got {item!r}")
+        neighbour = _Fields(item, r.source, r.index, r.line, prefix=f"neighbours[{i}].")
+        kept.append(LabeledPrompt(neighbour.text("prompt"), neighbour.text("target", target=True)))
+    return EditRecord(
+        case_id=r.case_id(),
+        prompt=r.text("prompt"),
+        target_new=r.text("target", target=True),
+        subject=r.text("subject") if r.get("subject", required=False) is not None else None,
+        target_true=r.text("target_true", target=True) if r.get("target_true", required=False) is not None else None,
+        paraphrases=r.texts("paraphrases") if r.get("paraphrases", required=False) is not None else (),
+        out_of_scope=tuple(kept),
+    )
+
+
+def read_prompt_target(path: str | Path, *, skip_invalid: bool = False) -> list[EditRecord]:
+    """Users' own edits: JSON lines (or an array) of ``{"prompt": ..., "target": ...}``, optionally with
+    ``paraphrases`` (strings), ``neighbours`` (``{"prompt", "target"}`` objects that the edit should leave
+    alone), ``subject`` and ``target_true``. Evaluation needs at least one neighbour per batch to measure DD."""
+    return _read(path, _prompt_target, skip_invalid)
+
+
 def read_edit_records(path: str | Path, *, skip_invalid: bool = False) -> list[EditRecord]:
     """The project's own format: objects in :func:`record_from_dict`'s layout (JSON array or JSONL)."""
     return _read(path, lambda r: record_from_dict(r.obj, r.source, r.index, r.line), skip_invalid)
@@ -264,6 +293,7 @@ READERS: dict[str, Callable[..., list[EditRecord]]] = {
     "counterfact_easyedit": read_counterfact_easyedit,
     "rome_counterfact": read_rome_counterfact,
     "lit_edit": read_edit_records,
+    "prompt_target": read_prompt_target,
 }
 
 _LIT_EDIT_KEYS = frozenset(f.name for f in dataclass_fields(EditRecord))
@@ -279,6 +309,8 @@ def detect_format(path: str | Path) -> str:
         return "zsre_mend"
     if "rephrase_prompt" in keys:
         return "counterfact_easyedit"
+    if {"prompt", "target"} <= keys and "target_new" not in keys:
+        return "prompt_target"
     if {"prompt", "target_new"} <= keys <= _LIT_EDIT_KEYS and isinstance(first["prompt"], str):  # type: ignore[index]
         return "lit_edit"
     seen = "no records" if first is None else f"first record keys {sorted(keys)}" if keys else f"first record {first!r}"

@@ -1,12 +1,13 @@
 """``lit-edit`` (or ``python -m lit_edit``): ``fetch-model [NAME]`` fetches and converts an embedded model ahead of
-time; ``edit EDIT ...`` edits a model and prints greedy generations before and after (:mod:`lit_edit.edit_command`)."""
+time; ``edit EDIT ...`` edits a model and prints greedy generations before and after (:mod:`lit_edit.edit_command`);
+``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.report`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lit_edit import edit_command
+from lit_edit import edit_command, report
 from lit_edit.models import EMBEDDED_MODELS, ModelSpec, resolve_model_path
 
 
@@ -18,7 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     edit = commands.add_parser("edit", help="edit a model from the command line; show generations before and after",
                                description=edit_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     edit_command.add_arguments(edit)
+    report_parser = commands.add_parser("report", help="tables and plots from one or more evaluate.py results files",
+                                        description=report.__doc__)
+    report.add_arguments(report_parser)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        report.main(args)
+        return
     if args.command == "edit":
         status = edit_command.main(args, edit)
         if status:

@@ -16,6 +16,7 @@ from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.protocol import ResultsLog, SequentialEditing, merge_states, metric_states
 from lit_edit.provenance import run_provenance
+from lit_edit.report import write_run_report
 
 #: Table columns: (heading, logged metric key, format).
 COLUMNS = (
@@ -161,7 +162,9 @@ class EditorSuite(LightningModule):
             self.output.parent.mkdir(parents=True, exist_ok=True)
             self.output.write_text(json.dumps(self.results, indent=1))
             self.log_book.complete()
-            print("\n" + results_table(self.results) + f"\n\nwritten to {self.output}")
+            table = results_table(self.results)
+            written = [self.output, *write_run_report(self.results, self.output, table)]
+            print("\n" + table + "\n\nwritten: " + ", ".join(str(path) for path in written))
 
     def protocol(self) -> dict[str, Any]:
         datamodule = self.trainer.datamodule

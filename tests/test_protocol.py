@@ -11,11 +11,14 @@ import pytest
 from conftest import synthetic_records
 from lightning.pytorch import Trainer
 
+from lit_edit.__main__ import main
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.data.readers import write_edit_records
 from lit_edit.editors import FineTune
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.suite import EditorSuite
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class Crash(Exception):
@@ -65,6 +68,14 @@ def test_batch_mode_makes_all_k_edits_before_measuring(knowing_gpt2, tmp_path):
     assert batch[0]["metrics"]["es"] <= 0.5  # one model, measured after both edits: at most one target wins
     assert batch[0]["protocol"] == {"mode": "batch", "edits_per_batch": 2}
 
+    # Readable without JSON: each run's table and ES-DD plot, and a report across both batch sizes.
+    assert (tmp_path / "batch" / "r.md").read_text().startswith("| editor | ES |")
+    assert (tmp_path / "batch" / "r_es_dd.png").read_bytes()[:8] == PNG
+    main(["report", str(tmp_path / "single" / "r.json"), str(tmp_path / "batch" / "r.json"),
+          "--out", str(tmp_path / "report")])
+    assert (tmp_path / "report" / "batch_sizes.png").read_bytes()[:8] == PNG
+    assert len((tmp_path / "report" / "results.md").read_text().splitlines()) == 4  # header, rule, two runs
+
 
 def test_sequential_retention_is_measured_on_the_model_after_the_last_edit(knowing_gpt2, tmp_path):
     first = synthetic_records()[0]
@@ -78,6 +89,7 @@ def test_sequential_retention_is_measured_on_the_model_after_the_last_edit(knowi
     assert curve[2]["first_edit_es"] == 0.0  # the third edit overwrote the first: measured after it, not before
     assert curve[2]["dd"] >= 0.0 and results[0]["metrics"]["es"] > 0.9  # each edit worked when it was made
     assert results[0]["protocol"]["mode"] == "sequential"
+    assert (tmp_path / "r_retention.png").read_bytes()[:8] == PNG
 
 
 def test_an_interrupted_evaluation_resumes_without_redoing_or_double_counting(knowing_gpt2, tmp_path):

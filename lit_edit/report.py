@@ -1,0 +1,130 @@
+"""Results people can read without opening JSON: markdown tables and PNG plots.
+
+``evaluate.py`` writes, beside its results JSON, the table (``.md``), ES against DD per editor
+(``_es_dd.png``) and, for a sequential run, the retention curves (``_retention.png``).
+``lit-edit report RESULTS.json ...`` does the same for several runs at once and adds ES and DD against the
+number of edits made at once, from runs that differ in ``data.eval_edits_per_batch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_results(paths: list[Path]) -> list[dict[str, Any]]:
+    """Every editor record of every results file, each tagged with the file it came from."""
+    records = []
+    for path in paths:
+        for record in json.loads(Path(path).read_text()):
+            records.append({**record, "source": str(path)})
+    return records
+
+
+def _label(record: dict[str, Any], runs: int) -> str:
+    return record["editor"] if runs == 1 else f"{record['editor']} ({Path(record['source']).stem})"
+
+
+def plot_es_dd(records: list[dict[str, Any]], path: Path) -> Path:
+    """One point per editor (and run): ES against accuracy drawdown; up and to the left is better."""
+    runs = len({r["source"] for r in records})
+    figure, axes = plt.subplots(figsize=(5, 4))
+    for record in records:
+        es, dd = record["metrics"].get("es", math.nan), record["metrics"].get("dd", math.nan)
+        axes.scatter(dd, es, s=40)
+        axes.annotate(_label(record, runs), (dd, es), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes.set(xlabel="drawdown (accuracy, lower is better)", ylabel="edit success", ylim=(-0.05, 1.05),
+             title="ES against DD")
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_retention(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """Sequential runs: ES over all edits so far, ES of the first edit and DD, against edits made."""
+    sequential = [r for r in records if r.get("sequential")]
+    if not sequential:
+        return None
+    runs = len({r["source"] for r in records})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for record in sequential:
+        edits = [point["edits"] for point in record["sequential"]]
+        line, = left.plot(edits, [p["es"] for p in record["sequential"]], marker="o", label=_label(record, runs))
+        left.plot(edits, [p["first_edit_es"] for p in record["sequential"]], linestyle="--", color=line.get_color())
+        right.plot(edits, [p["dd"] for p in record["sequential"]], marker="o", label=_label(record, runs))
+    left.set(xlabel="edits made", ylabel="ES (solid: all edits so far; dashed: the first)", ylim=(-0.05, 1.05),
+             title="Retention of earlier edits")
+    right.set(xlabel="edits made", ylabel="drawdown against the unedited model", title="Damage to other facts")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_batch_sizes(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """ES and DD against the number of edits made at once, one line per editor (needs two or more sizes)."""
+    by_editor: dict[str, list[tuple[int, float, float]]] = {}
+    for record in records:
+        protocol = record.get("protocol") or {}
+        if protocol.get("mode") in ("single", "batch"):
+            by_editor.setdefault(record["editor"], []).append(
+                (protocol["edits_per_batch"], record["metrics"].get("es", math.nan), record["metrics"].get("dd", math.nan)))
+    if all(len({k for k, _, _ in points}) < 2 for points in by_editor.values()):
+        return None
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for editor, points in sorted(by_editor.items()):
+        points.sort()
+        sizes = [k for k, _, _ in points]
+        left.plot(sizes, [es for _, es, _ in points], marker="o", label=editor)
+        right.plot(sizes, [dd for _, _, dd in points], marker="o", label=editor)
+    left.set(xlabel="edits made at once", ylabel="edit success", ylim=(-0.05, 1.05), xscale="log")
+    right.set(xlabel="edits made at once", ylabel="drawdown", xscale="log")
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_run_report(records: list[dict[str, Any]], output: Path, table: str) -> list[Path]:
+    """The table and plots of one evaluation, beside its results JSON."""
+    written = [output.with_suffix(".md")]
+    written[0].write_text(table + "\n")
+    tagged = [{**record, "source": str(output)} for record in records]
+    written.append(plot_es_dd(tagged, output.with_name(f"{output.stem}_es_dd.png")))
+    retention = plot_retention(tagged, output.with_name(f"{output.stem}_retention.png"))
+    return written + ([retention] if retention else [])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", type=Path, help="results JSON files written by evaluate.py")
+    parser.add_argument("--out", type=Path, default=Path("results/report"), help="directory for the table and plots")
+
+
+def main(args: argparse.Namespace) -> int:
+    from lit_edit.suite import results_table
+
+    records = load_results(args.results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = len(args.results)
+    table = results_table([{**record, "editor": _label(record, runs)} for record in records])
+    (args.out / "results.md").write_text(table + "\n")
+    written = [args.out / "results.md", plot_es_dd(records, args.out / "es_dd.png")]
+    written += [p for p in (plot_retention(records, args.out / "retention.png"),
+                            plot_batch_sizes(records, args.out / "batch_sizes.png")) if p]
+    print(table + "\n\nwritten: " + ", ".join(str(p) for p in written))
+    return 0

@@ -86,7 +86,10 @@ def plot_batch_sizes(records: list[dict[str, Any]], path: Path) -> Path | None:
         right.plot(sizes, [dd for _, _, dd in points], marker="o", label=editor)
     left.set(xlabel="edits made at once", ylabel="edit success", ylim=(-0.05, 1.05), xscale="log")
     right.set(xlabel="edits made at once", ylabel="drawdown", xscale="log")
+    sizes = sorted({k for points in by_editor.values() for k, _, _ in points})
     for axes in (left, right):
+        axes.set_xticks(sizes, [str(k) for k in sizes])
+        axes.minorticks_off()
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     return _save(figure, path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import synthetic_records, word_tokenizer
 
-from lit_edit.data.batch import PromptTokenizer, select_out_of_scope
+from lit_edit.data.batch import SAME_RELATION, SAME_SUBJECT, UNRELATED, PromptTokenizer, select_out_of_scope
 from lit_edit.data.datamodule import EditDataModule, resolve_data_path
 from lit_edit.data.records import LabeledPrompt
 from lit_edit.metrics import IGNORE_INDEX
@@ -44,6 +44,15 @@ def test_edit_batch_parts_and_out_of_scope_disjoint_from_the_batch():
         assert not any(s in pair.prompt.split() for s in others)
     # the record's own same-subject, other-relation prompt is kept: it is the hard out-of-scope test
     assert records[0].hard_out_of_scope[0] in chosen
+
+
+def test_out_of_scope_rows_say_whether_they_are_unrelated_or_which_look_alike():
+    record = synthetic_records(0)[0]
+    batch = PromptTokenizer(word_tokenizer(), "causal").batch([record])
+    chosen = select_out_of_scope([record])
+    assert chosen == [*record.out_of_scope, *record.hard_out_of_scope]
+    # the far fact; the same subject with the other relation; the same relation with a neighbouring subject
+    assert batch.out_of_scope_kind.tolist() == [UNRELATED, SAME_SUBJECT, SAME_RELATION]
 
 
 def test_datamodule_is_seeded_and_reproducible(tiny_models, synthetic_splits):

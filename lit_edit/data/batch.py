@@ -45,7 +45,8 @@ class EditBatch:
     ``edit``: the edit descriptors (prompt -> new target); ``in_scope``: each edit's prompt and
     paraphrases (-> new target), ``in_scope_is_paraphrase`` marks the paraphrase rows;
     ``out_of_scope``: prompts about other facts with their answers, none about a subject edited in
-    this batch.
+    this batch; ``out_of_scope_kind`` says of each row whether it is unrelated (:data:`UNRELATED`) or a
+    look-alike with the same subject (:data:`SAME_SUBJECT`) or the same relation (:data:`SAME_RELATION`).
     """
 
     edit: TokenizedExamples
@@ -53,6 +54,7 @@ class EditBatch:
     in_scope_is_paraphrase: Tensor
     out_of_scope: TokenizedExamples
     records: tuple[EditRecord, ...] = ()
+    out_of_scope_kind: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.edit)
@@ -64,6 +66,7 @@ class EditBatch:
             in_scope=self.in_scope.to(device),
             in_scope_is_paraphrase=self.in_scope_is_paraphrase.to(device),
             out_of_scope=self.out_of_scope.to(device),
+            out_of_scope_kind=None if self.out_of_scope_kind is None else self.out_of_scope_kind.to(device),
         )
 
 
@@ -113,11 +116,24 @@ class PromptTokenizer:
         in_scope_pairs = [pair for r in records for pair in r.in_scope]
         is_paraphrase = torch.tensor([i > 0 for r in records for i in range(1 + len(r.paraphrases))])
         out_of_scope = select_out_of_scope(records, max_out_of_scope)
+        kinds = torch.tensor([out_of_scope_kind(pair, records) for pair in out_of_scope], dtype=torch.long)
         if not out_of_scope:
             raise ValueError(
                 f"edits {[r.case_id for r in records]} have no out-of-scope prompt that avoids the batch's subjects"
             )
-        return EditBatch(edit, self(in_scope_pairs), is_paraphrase, self(out_of_scope), tuple(records))
+        return EditBatch(edit, self(in_scope_pairs), is_paraphrase, self(out_of_scope), tuple(records), kinds)
+
+
+#: Kinds of out-of-scope prompt (:attr:`EditBatch.out_of_scope_kind`).
+UNRELATED, SAME_SUBJECT, SAME_RELATION = 0, 1, 2
+
+
+def out_of_scope_kind(pair: LabeledPrompt, records: Sequence[EditRecord]) -> int:
+    """A record's hard out-of-scope prompt naming its subject is SAME_SUBJECT, any other hard one SAME_RELATION."""
+    for record in records:
+        if pair in record.hard_out_of_scope:
+            return SAME_SUBJECT if record.subject and record.subject in pair.prompt else SAME_RELATION
+    return UNRELATED
 
 
 def select_out_of_scope(records: Sequence[EditRecord], limit: int | None = None) -> list[LabeledPrompt]:

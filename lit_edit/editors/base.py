@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from lit_edit.activation_checkpointing import checkpoint_blocks
-from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
+from lit_edit.data.batch import SAME_RELATION, SAME_SUBJECT, UNRELATED, EditBatch, PromptTokenizer, TokenizedExamples
 from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors.edited_model import EditedModel, aligned_logits
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
@@ -51,6 +51,9 @@ class EditScores(nn.Module):
         self.pre_es = EditSuccess()
         self.drawdown = AccuracyDrawdown()
         self.retention = Retention()
+        self.drawdown_unrelated = AccuracyDrawdown()
+        self.drawdown_same_subject = AccuracyDrawdown()
+        self.drawdown_same_relation = AccuracyDrawdown()
         self.edit_nll = TargetNLL()
         self.token_accuracy = TokenAccuracy()
         self.edit_seconds = MeanMetric()
@@ -62,7 +65,9 @@ class EditScores(nn.Module):
     def as_logged(self) -> dict[str, Any]:
         """Metric objects by the names they are logged under (Lightning syncs, computes and resets them)."""
         logged = {"es": self.es, "paraphrase_es": self.paraphrase_es, "pre_es": self.pre_es, "dd": self.drawdown,
-                  "retention": self.retention, "edit_nll": self.edit_nll, "token_accuracy": self.token_accuracy,
+                  "retention": self.retention, "dd_unrelated": self.drawdown_unrelated,
+                  "dd_same_subject": self.drawdown_same_subject, "dd_same_relation": self.drawdown_same_relation,
+                  "edit_nll": self.edit_nll, "token_accuracy": self.token_accuracy,
                   "edit_seconds": self.edit_seconds}
         if self.compare_targets:
             logged.update(efficacy=self.efficacy, paraphrase_score=self.paraphrase_score,
@@ -192,6 +197,12 @@ class Editor(LightningModule):
             scores.paraphrase_es.update(post_in[para], in_labels[para])
         scores.drawdown.update(pre_out, post_out, out_labels)
         scores.retention.update(pre_out, post_out, out_labels)
+        if batch.out_of_scope_kind is not None:  # the same drawdown, per kind of out-of-scope prompt
+            kind = batch.out_of_scope_kind.to(pre_out.device)
+            for code, metric in ((UNRELATED, scores.drawdown_unrelated), (SAME_SUBJECT, scores.drawdown_same_subject),
+                                 (SAME_RELATION, scores.drawdown_same_relation)):
+                if (kind == code).any():
+                    metric.update(pre_out[kind == code], post_out[kind == code], out_labels[kind == code])
         scores.edit_nll.update(post_in, in_labels)
         scores.token_accuracy.update(post_in, in_labels)
         scores.edit_seconds.update(torch.tensor(seconds), weight=len(batch))

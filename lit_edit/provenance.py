@@ -13,18 +13,41 @@ from typing import Any
 from lit_edit.data.datamodule import resolve_data_path
 from lit_edit.models import resolve_model_path
 
+CACHE_FROM_BYTES = 16 << 20
 PACKAGES = ("lit-edit", "torch", "lightning", "transformers", "torchmetrics", "deepspeed")
 
 
 def sha256_of(paths: list[Path]) -> str:
-    """One hash over the files' names and bytes, in sorted order (a directory: every file below it)."""
-    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    """One hash over the files' names and contents, in sorted order (a directory: every file below it)."""
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*"))
+                   if f.is_file() and not f.name.endswith(".sha256"))
     digest = hashlib.sha256()
     for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(f"{file.name}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def file_sha256(file: Path) -> str:
+    """A file's SHA-256, cached beside it (``NAME.sha256``, keyed by size and modification time) where it can be
+    written: hashing a model's weights costs seconds, and an evaluation records it every run."""
+    stat = file.stat()
+    key = f"{stat.st_size} {stat.st_mtime_ns}"
+    cache = file.with_name(f"{file.name}.sha256")
+    if stat.st_size < CACHE_FROM_BYTES:
+        cache = None  # quick to hash; and no cache files beside data sets or in the package
+    elif cache.exists():
+        cached_key, _, cached = cache.read_text().strip().rpartition(" ")
+        if cached_key == key:
+            return cached
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    if cache is not None:
+        try:
+            cache.write_text(f"{key} {digest.hexdigest()}\n")
+        except OSError:
+            pass  # a read-only model directory: hash again next time
     return digest.hexdigest()
 
 

@@ -2,41 +2,63 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.generation import greedy_completion
 
 
 class EditExamples(Callback):
-    """After each validation, edit a few validation facts and log greedy completions before and after."""
+    """Edit a few facts and log greedy completions before and after as TensorBoard text: after each validation
+    (training an editor, under ``edit_examples``), and after a test run of ``evaluate.py`` (every editor of the
+    suite, under ``edit_examples/<editor>``)."""
 
     def __init__(self, count: int = 3, max_new_tokens: int = 6) -> None:
         self.count = count
         self.max_new_tokens = max_new_tokens
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not isinstance(pl_module, Editor):
-            return
+        if not trainer.sanity_checking and isinstance(pl_module, Editor):
+            self.log_examples(trainer, {"": pl_module}, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        editors = getattr(pl_module, "editors", None)  # an EditorSuite
+        if editors is not None:
+            self.log_examples(trainer, {f"/{key}": editor for key, editor in editors.items()}, "test")
+
+    def log_examples(self, trainer: Trainer, editors: dict[str, Editor], split: str) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         datamodule = trainer.datamodule
-        if not loggers or datamodule is None:
+        if not trainer.is_global_zero or not loggers or datamodule is None:
             return
+        for suffix, editor in editors.items():
+            text = self.examples(editor, datamodule.records(split)[: self.count], datamodule.collate)
+            for logger in loggers:
+                logger.experiment.add_text(f"edit_examples{suffix}", text, global_step=trainer.global_step)
+
+    def examples(self, editor: Editor, records: list, collate: Any) -> str:
+        """A markdown table: each record's prompt, a paraphrase and a look-alike, before and after its edit."""
         lines = ["| prompt | new target | before | after |", "|---|---|---|---|"]
-        for record in datamodule.records("val")[: self.count]:
-            batch = datamodule.collate([record]).to(pl_module.device)
-            with torch.inference_mode(False), torch.enable_grad():
-                edited = pl_module.edit(batch)
+        for record in records:
+            batch = collate([record]).to(editor.device)
+            try:
+                with torch.inference_mode(False), torch.enable_grad():
+                    edited = editor.edit(batch)
+            except (EditFailedError, RuntimeError) as error:
+                lines.append(f"| {record.prompt} | {record.target_new} | edit failed: {error} | |")
+                continue
             prompts = [record.prompt, *record.paraphrases[:1], *(p.prompt for p in record.hard_out_of_scope[:1])]
             for prompt in prompts:
-                before = self.complete(pl_module, prompt)
+                before = self.complete(editor, prompt)
                 with edited.applied():
-                    after = self.complete(pl_module, prompt)
+                    after = self.complete(editor, prompt)
                 lines.append(f"| {prompt} | {record.target_new} | {before} | {after} |")
-        for logger in loggers:
-            logger.experiment.add_text("edit_examples", "\n".join(lines), global_step=trainer.global_step)
+        return "\n".join(lines)
 
     def complete(self, editor: Editor, prompt: str) -> str:
         text = greedy_completion(editor.model, editor.tokenizer, editor.kind, prompt, self.max_new_tokens)

@@ -140,3 +140,24 @@ def test_results_carry_what_reproduces_them(knowing_gpt2, tmp_path):
     assert re.fullmatch(r"[0-9a-f]{64}", provenance["model_sha256"])
     assert re.fullmatch(r"[0-9a-f]{64}", provenance["data_sha256"])
     assert {"python", "torch", "lightning", "transformers", "lit-edit"} <= set(provenance["versions"])
+
+
+def test_tensorboard_gets_the_scalars_the_retention_curve_and_before_after_text(knowing_gpt2, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lit_edit.callbacks import EditExamples
+
+    data_file = write_edit_records(synthetic_records()[:3], tmp_path / "edits.json")
+    editor = FineTune(knowing_gpt2, steps=25, lr=1.0e-2)
+    suite = EditorSuite({"ft": editor}, output=str(tmp_path / "r.json"), sequential=True, measure_every=1)
+    logger = TensorBoardLogger(tmp_path / "logs", name="evaluate")
+    trainer = Trainer(accelerator="cpu", logger=logger, inference_mode=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[EditExamples(count=2, max_new_tokens=1)])
+    trainer.test(suite, datamodule=EditDataModule(test=str(data_file), model=knowing_gpt2), verbose=False)
+    events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0, "scalars": 0}).Reload()
+    assert {"ft/es", "ft/efficacy", "ft/dd_same_subject"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("ft/sequential_first_edit_es")] == [1, 2, 3]
+    text = events.Tensors("edit_examples/ft/text_summary")[0].tensor_proto.string_val[0].decode()
+    record = synthetic_records()[0]
+    assert f"| {record.prompt} | {record.target_new} | {record.target_true} | {record.target_new} |" in text

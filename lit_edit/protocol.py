@@ -16,7 +16,7 @@ at each curve point and resumes from the last one.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lit_edit.data.batch import EditBatch
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditedModel
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention
 
 #: Records per forward pass when the whole history of a sequential run is measured again.
-MEASURE_CHUNK = 32
+MEASURE_CHUNK = 8
 
 
 def metric_states(scores: EditScores) -> dict[str, dict[str, Any]]:
@@ -155,13 +154,14 @@ class SequentialEditing:
         history = self.history(key)
         return history.batches % self.measure_every == 0 or last
 
-    def measure(self, key: str, editor: Editor, collate: Callable[[list[EditRecord]], EditBatch]) -> dict[str, float]:
-        """ES over every edit so far and over the first one, and DD/retention against the unedited model, all on
-        the model as it is now; appended to the curve and saved."""
+    def measure(self, key: str, editor: Editor) -> dict[str, float]:
+        """ES over every edit so far and over the first one, and DD/retention against the unedited model on all
+        their out-of-scope prompts (no per-batch limit), all on the model as it is now; appended to the curve and
+        saved."""
         history = self.history(key)
         es, first_es, drawdown, retention = EditSuccess(), EditSuccess(), AccuracyDrawdown(), Retention()
         for start in range(0, len(history.records), MEASURE_CHUNK):
-            batch = collate(history.records[start:start + MEASURE_CHUNK]).to(editor.device)
+            batch = editor.prompts.batch(history.records[start:start + MEASURE_CHUNK]).to(editor.device)
             with torch.no_grad():
                 pre_out, out_labels = editor.logits(batch.out_of_scope)
                 with self.applied(key, editor):

@@ -127,7 +127,7 @@ class EditorSuite(LightningModule):
         if self.sequence is not None:
             self.sequence.commit(key, edited, batch.records)
             if self.sequence.due(key, last):
-                point = entry["curve"] = self.sequence.measure(key, editor, self.trainer.datamodule.collate)
+                point = entry["curve"] = self.sequence.measure(key, editor)
                 for logger in self.loggers:  # the retention curve, against the number of edits made
                     logger.log_metrics({f"{key}/sequential_{name}": point[name]
                                         for name in ("es", "first_edit_es", "dd", "retention")}, step=point["edits"])

@@ -8,12 +8,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditFailedError
+from lit_edit.generation import greedy_completion
 from lit_edit.protocol import ResultsLog, SequentialEditing, merge_states, metric_states
 from lit_edit.provenance import run_provenance
 from lit_edit.report import write_run_report
@@ -33,6 +35,7 @@ COLUMNS = (
     ("efficacy", "efficacy", "{:.3f}"),
     ("para. score", "paraphrase_score", "{:.3f}"),
     ("neigh. score", "neighbourhood_score", "{:.3f}"),
+    ("fluency", "fluency", "{:.2f}"),
     ("edit s/edit", "edit_seconds", "{:.3f}"),
 )
 
@@ -46,7 +49,7 @@ class EditorSuite(LightningModule):
 
     def __init__(self, editors: dict[str, Editor], output: str = "results/evaluate.json",
                  only: list[str] | None = None, sequential: bool = False, measure_every: int = 10,
-                 resume: bool = True) -> None:
+                 resume: bool = True, fluency_tokens: int = 0) -> None:
         """
         Args:
             editors: the editors to compare, by the names the table uses.
@@ -55,6 +58,8 @@ class EditorSuite(LightningModule):
             sequential: apply each batch on top of the earlier ones instead of on the unedited model.
             measure_every: in a sequential run, re-measure every edit so far after this many batches (and the last).
             resume: continue from the log of an earlier, interrupted run of the same output (false: start afresh).
+            fluency_tokens: when above 0, generate this many tokens greedily from each edit prompt and paraphrase
+                after the edit and report their n-gram entropy (ROME's fluency); costs one generation per prompt.
         """
         super().__init__()
         if only is not None:
@@ -74,6 +79,7 @@ class EditorSuite(LightningModule):
         self.resume = resume
         state_dir = self.output.parent / f"{self.output.stem}_sequential"
         self.sequence = SequentialEditing(measure_every, state_dir) if sequential else None
+        self.fluency_tokens = fluency_tokens
         self.results: list[dict[str, Any]] = []
         self.resolved_config: str | None = None  # set by evaluate.py, stored with the results
 
@@ -121,6 +127,11 @@ class EditorSuite(LightningModule):
         try:
             with applied:
                 edited = editor.score(batch, scores, pre)
+                if self.fluency_tokens > 0:
+                    with torch.no_grad(), edited.applied() as model:
+                        scores.fluency.update([
+                            greedy_completion(model, editor.tokenizer, editor.kind, prompt, self.fluency_tokens)
+                            for record in batch.records for prompt in (record.prompt, *record.paraphrases)])
         except (EditFailedError, RuntimeError) as error:  # edits are functional: the model is as it was
             return {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
         entry: dict[str, Any] = {"status": "done", "states": metric_states(scores)}

@@ -11,7 +11,15 @@ from conftest import RELATIONS, SUBJECTS, synthetic_records, true_object
 from test_protocol import evaluate
 
 from lit_edit.data.records import EditRecord, LabeledPrompt
-from lit_edit.paper_scores import TargetPreference, TokenAccuracy, example_nll, preference, token_accuracy
+from lit_edit.paper_scores import (
+    Fluency,
+    TargetPreference,
+    TokenAccuracy,
+    example_nll,
+    ngram_entropy,
+    preference,
+    token_accuracy,
+)
 
 
 def logits_for(probabilities: list[list[float]]) -> torch.Tensor:
@@ -80,3 +88,32 @@ def test_an_edit_wins_efficacy_while_unedited_neighbours_keep_their_object(knowi
     assert metrics["efficacy"] == 1.0 and metrics["paraphrase_score"] >= metrics["paraphrase_es"]
     assert metrics["token_accuracy"] >= metrics["es"]
     assert 0.0 <= metrics["neighbourhood_score"] <= 1.0  # FT on the MLP may bleed into neighbours
+
+
+def test_fluency_is_romes_weighted_ngram_entropy():
+    assert ngram_entropy("Picasso Picasso Picasso Picasso Picasso") == 0.0  # the degenerate edit's signature
+    text = "the cat sat on the mat ."
+    bigrams, trigrams = 6, 5  # all distinct: entropies log2(6) and log2(5) bits
+    assert ngram_entropy(text) == pytest.approx((2 / 3 * math.log2(bigrams) + 4 / 3 * math.log2(trigrams)) / 2)
+    metric = Fluency()
+    metric.update([text, "Picasso Picasso Picasso"])
+    assert metric.compute().item() == pytest.approx(ngram_entropy(text) / 2)
+
+
+def test_an_evaluation_that_generates_reports_fluency(knowing_gpt2, tmp_path):
+    from lightning.pytorch import Trainer
+
+    from lit_edit.data.datamodule import EditDataModule
+    from lit_edit.data.readers import write_edit_records
+    from lit_edit.editors import FineTune
+    from lit_edit.suite import EditorSuite
+
+    data_file = write_edit_records(synthetic_records()[:2], tmp_path / "edits.json")
+    quiet = EditorSuite({"ft": FineTune(knowing_gpt2, steps=1)}, output=str(tmp_path / "quiet.json"))
+    talking = EditorSuite({"ft": FineTune(knowing_gpt2, steps=1)}, output=str(tmp_path / "r.json"), fluency_tokens=6)
+    for suite in (quiet, talking):
+        Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
+                enable_model_summary=False).test(suite, datamodule=EditDataModule(test=str(data_file), model=knowing_gpt2),
+                                                verbose=False)
+    assert math.isnan(quiet.results[0]["metrics"]["fluency"])  # not generated, not reported as 0
+    assert 0.0 <= talking.results[0]["metrics"]["fluency"] <= 2 * math.log2(6)

@@ -23,7 +23,7 @@ from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors.edited_model import EditedModel, aligned_logits
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
-from lit_edit.paper_scores import TargetPreference, TokenAccuracy, example_nll
+from lit_edit.paper_scores import Fluency, TargetPreference, TokenAccuracy, example_nll
 
 
 def read_editor_state(path: str | Path) -> dict[str, Tensor]:
@@ -61,6 +61,7 @@ class EditScores(nn.Module):
             self.efficacy = TargetPreference()
             self.paraphrase_score = TargetPreference()
             self.neighbourhood_score = TargetPreference()
+            self.fluency = Fluency()  # filled only by an evaluation that generates (EditorSuite(fluency_tokens=N))
 
     def as_logged(self) -> dict[str, Any]:
         """Metric objects by the names they are logged under (Lightning syncs, computes and resets them)."""
@@ -71,7 +72,7 @@ class EditScores(nn.Module):
                   "edit_seconds": self.edit_seconds}
         if self.compare_targets:
             logged.update(efficacy=self.efficacy, paraphrase_score=self.paraphrase_score,
-                          neighbourhood_score=self.neighbourhood_score)
+                          neighbourhood_score=self.neighbourhood_score, fluency=self.fluency)
         return logged
 
 

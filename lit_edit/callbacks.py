@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditFailedError
-from lit_edit.generation import greedy_completion
+from lit_edit.generation import before_and_after
 
 
 class EditExamples(Callback):
@@ -53,13 +53,8 @@ class EditExamples(Callback):
                 lines.append(f"| {record.prompt} | {record.target_new} | edit failed: {error} | |")
                 continue
             prompts = [record.prompt, *record.paraphrases[:1], *(p.prompt for p in record.hard_out_of_scope[:1])]
-            for prompt in prompts:
-                before = self.complete(editor, prompt)
-                with edited.applied():
-                    after = self.complete(editor, prompt)
+            for prompt, (before, after) in zip(prompts, before_and_after(editor, edited, prompts, self.max_new_tokens),
+                                               strict=True):
+                before, after = before.replace("|", "/"), after.replace("|", "/")  # keep the table's cells
                 lines.append(f"| {prompt} | {record.target_new} | {before} | {after} |")
         return "\n".join(lines)
-
-    def complete(self, editor: Editor, prompt: str) -> str:
-        text = greedy_completion(editor.model, editor.tokenizer, editor.kind, prompt, self.max_new_tokens)
-        return text.replace("|", "/")

@@ -108,11 +108,11 @@ class Comparison:
 def run_edits(editor: Editor, edits: list[tuple[str, str]], paraphrases: list[str], neighbours: list[str],
               max_new_tokens: int = 12) -> tuple[EditedModel, list[Comparison], float]:
     """Make all ``edits`` at once; completions before and after for every prompt, and the edit's seconds."""
+    if not neighbours:
+        raise ValueError("give at least one neighbour prompt: what the edits should leave alone")
     prompts = [("edit", p) for p, _ in edits] + [("paraphrase", p) for p in paraphrases] + \
         [("neighbour", p) for p in neighbours]
     before = {p: greedy_completion(editor.model, editor.tokenizer, editor.kind, p, max_new_tokens) for _, p in prompts}
-    if not neighbours:
-        raise ValueError("give at least one neighbour prompt: what the edits should leave alone")
     # Neighbours are what the edits should keep: labelled with the model's own first word before the edit.
     keep = tuple(LabeledPrompt(p, (before[p].split() or ["."])[0]) for p in neighbours)
     records = [EditRecord(case_id=f"cli-{i}", prompt=p, target_new=t, out_of_scope=keep)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from lit_edit.editors.base import Editor
+    from lit_edit.editors.edited_model import EditedModel
 
 
 @torch.no_grad()
@@ -16,3 +23,12 @@ def greedy_completion(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                             pad_token_id=tokenizer.pad_token_id)
     start = 0 if kind == "seq2seq" else encoded["input_ids"].shape[1]
     return tokenizer.decode(output[0, start:], skip_special_tokens=True).replace("\n", " ")
+
+
+def before_and_after(editor: Editor, edited: EditedModel, prompts: Sequence[str],
+                     max_new_tokens: int = 12) -> list[tuple[str, str]]:
+    """Each prompt's greedy completion by the unedited model and by the edited one (written in once for all)."""
+    before = [greedy_completion(editor.model, editor.tokenizer, editor.kind, p, max_new_tokens) for p in prompts]
+    with edited.applied() as model:
+        after = [greedy_completion(model, editor.tokenizer, editor.kind, p, max_new_tokens) for p in prompts]
+    return list(zip(before, after, strict=True))

@@ -159,14 +159,14 @@ class SequentialEditing:
         their out-of-scope prompts (no per-batch limit), all on the model as it is now; appended to the curve and
         saved."""
         history = self.history(key)
+        current = EditedModel(editor.model, editor.kind, history.params)  # substituted functionally, not copied in
         es, first_es, drawdown, retention = EditSuccess(), EditSuccess(), AccuracyDrawdown(), Retention()
         for start in range(0, len(history.records), MEASURE_CHUNK):
             batch = editor.prompts.batch(history.records[start:start + MEASURE_CHUNK]).to(editor.device)
             with torch.no_grad():
                 pre_out, out_labels = editor.logits(batch.out_of_scope)
-                with self.applied(key, editor):
-                    post_in, in_labels = editor.logits(batch.in_scope)
-                    post_out, _ = editor.logits(batch.out_of_scope)
+                post_in, in_labels = editor.logits(batch.in_scope, current)
+                post_out, _ = editor.logits(batch.out_of_scope, current)
             es.update(post_in.cpu(), in_labels.cpu())
             drawdown.update(pre_out.cpu(), post_out.cpu(), out_labels.cpu())
             retention.update(pre_out.cpu(), post_out.cpu(), out_labels.cpu())

@@ -202,8 +202,9 @@ class Editor(LightningModule):
             kind = batch.out_of_scope_kind.to(pre_out.device)
             for code, metric in ((UNRELATED, scores.drawdown_unrelated), (SAME_SUBJECT, scores.drawdown_same_subject),
                                  (SAME_RELATION, scores.drawdown_same_relation)):
-                if (kind == code).any():
-                    metric.update(pre_out[kind == code], post_out[kind == code], out_labels[kind == code])
+                rows = kind == code
+                if rows.any():
+                    metric.update(pre_out[rows], post_out[rows], out_labels[rows])
         scores.edit_nll.update(post_in, in_labels)
         scores.token_accuracy.update(post_in, in_labels)
         scores.edit_seconds.update(torch.tensor(seconds), weight=len(batch))

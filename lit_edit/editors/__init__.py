@@ -4,6 +4,9 @@ from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditedModel, EditFailedError
 from lit_edit.editors.enn import ENN
 from lit_edit.editors.finetune import FineTune, NoEdit
+from lit_edit.editors.memit import MEMIT
 from lit_edit.editors.mend import MEND
+from lit_edit.editors.rome import ROME
 
-__all__ = ["ENN", "MEND", "EditFailedError", "EditScores", "EditedModel", "Editor", "FineTune", "NoEdit"]
+__all__ = ["ENN", "MEMIT", "MEND", "ROME", "EditFailedError", "EditScores", "EditedModel", "Editor", "FineTune",
+           "NoEdit"]

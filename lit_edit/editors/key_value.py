@@ -1,0 +1,243 @@
+"""The MLP as a linear associative memory (ROME, MEMIT): keys at the subject's last token, target values
+found by optimisation, and the least-squares weight update that stores them.
+
+An MLP output projection W maps keys k (its input) to values v = W k. To make the model say a new
+object for a subject, ROME and MEMIT (1) read the key the subject produces, averaged over a few random
+prefixes so it does not depend on the exact wording; (2) find by gradient descent an added vector δ at one
+module's output, at the subject's last token, that makes the model predict the new target; (3) change W so
+that the key now produces the new value, disturbing other keys as little as C = E[kkᵀ] allows.
+Everything is functional: forward passes substitute ``params`` and the base model is never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_edit.data.batch import PromptTokenizer, TokenizedExamples
+from lit_edit.data.records import EditRecord, LabeledPrompt
+from lit_edit.editors.edited_model import EditFailedError, aligned_logits
+from lit_edit.paper_scores import example_nll
+from lit_edit.subject_tokens import subject_token_span
+
+
+@dataclass(frozen=True)
+class FactRequest:
+    """One fact to write: ``prompt`` (containing ``subject``) should be completed by ``target``."""
+
+    prompt: str
+    subject: str
+    target: str
+
+    @classmethod
+    def from_record(cls, record: EditRecord) -> FactRequest:
+        if not record.subject:
+            raise ValueError(f"edit {record.case_id} has no subject: ROME and MEMIT need to know which tokens of "
+                             f"{record.prompt!r} name the subject")
+        return cls(record.prompt, record.subject, record.target_new)
+
+
+@dataclass
+class TargetOptimisation:
+    """How the target value is searched for (ROME's defaults)."""
+
+    steps: int = 25
+    """Adam steps on δ."""
+    lr: float = 0.5
+    """Adam learning rate."""
+    kl_weight: float = 0.0625
+    """Weight of KL(original ‖ edited) on "{subject} is a": keeps what else the model says about the subject."""
+    weight_decay: float = 0.5
+    """Penalty on ‖δ‖² / ‖v₀‖²."""
+    clamp_norm: float = 4.0
+    """‖δ‖ is kept within this multiple of ‖v₀‖."""
+    stop_nll: float = 0.05
+    """Stop early once every fact's mean target NLL is below this."""
+
+
+@dataclass
+class FactRows:
+    """Every fact in every context: tokenized rows, the subject's last token per row, the fact each row is of."""
+
+    examples: TokenizedExamples
+    subject_position: Tensor
+    fact: Tensor
+    unprefixed: Tensor  # per fact: the row of its own prompt without a prefix
+
+    def to(self, device: torch.device | str) -> FactRows:
+        return FactRows(self.examples.to(device), self.subject_position.to(device), self.fact.to(device),
+                        self.unprefixed.to(device))
+
+
+def fact_rows(prompts: PromptTokenizer, requests: Sequence[FactRequest], prefixes: Sequence[str]) -> FactRows:
+    """Each request's prompt after each prefix ("" first), labelled with its target."""
+    pairs: list[LabeledPrompt] = []
+    positions: list[int] = []
+    owners: list[int] = []
+    unprefixed: list[int] = []
+    for index, request in enumerate(requests):
+        for prefix in ("", *prefixes):
+            text = f"{prefix} {request.prompt}" if prefix else request.prompt
+            length = len(prompts.prompt_ids(text)) + len(prompts.target_ids(request.target))
+            if length > prompts.max_length:
+                raise ValueError(f"prompt {text!r} with its target is {length} tokens, more than max_length "
+                                 f"{prompts.max_length}")
+            if not prefix:
+                unprefixed.append(len(pairs))
+            pairs.append(LabeledPrompt(text, request.target))
+            positions.append(subject_token_span(prompts.tokenizer, text, request.subject)[1] - 1)
+            owners.append(index)
+    return FactRows(prompts(pairs), torch.tensor(positions), torch.tensor(owners), torch.tensor(unprefixed))
+
+
+def essence_rows(tokenizer: PreTrainedTokenizerBase, requests: Sequence[FactRequest],
+                 device: torch.device) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """"{subject} is a" per fact: (encoded, subject's last token, last token) for the KL term."""
+    texts = [f"{request.subject} is a" for request in requests]
+    encoded = {k: v.to(device) for k, v in tokenizer(texts, return_tensors="pt", padding=True, padding_side="right").items()}
+    subject_end = torch.tensor([subject_token_span(tokenizer, t, r.subject)[1] - 1 for t, r in zip(texts, requests, strict=True)])
+    return encoded, subject_end, encoded["attention_mask"].sum(-1) - 1
+
+
+@contextmanager
+def output_shifted(module: nn.Module, rows: Tensor, positions: Tensor, shift: Tensor) -> Iterator[None]:
+    """Adds ``shift[i]`` to ``module``'s output at (``rows[i]``, ``positions[i]``) during the block."""
+
+    def hook(_module: nn.Module, _args: tuple, output: Tensor) -> Tensor:
+        output = output.clone()
+        output[rows, positions] = output[rows, positions] + shift.to(output.dtype)
+        return output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def captured(module: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """The input and output of ``module`` in the last forward pass inside the block."""
+    seen: dict[str, Tensor] = {}
+
+    def hook(_module: nn.Module, args: tuple, output: Tensor) -> None:
+        seen["input"], seen["output"] = args[0], output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def run(model: PreTrainedModel, params: dict[str, Tensor], **inputs: Tensor) -> Tensor:
+    """Logits of ``model`` with ``params`` substituted."""
+    inputs.setdefault("use_cache", False)
+    return (functional_call(model, params, args=(), kwargs=inputs, strict=False) if params else model(**inputs)).logits
+
+
+@torch.no_grad()
+def keys_and_values(model: PreTrainedModel, params: dict[str, Tensor], module: nn.Module,
+                    rows: FactRows) -> tuple[Tensor, Tensor]:
+    """Per fact: the module's input averaged over its contexts (the key k*), and its output there."""
+    with captured(module) as seen:
+        run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
+    index = torch.arange(len(rows.fact))
+    inputs = seen["input"][index, rows.subject_position].float()
+    outputs = seen["output"][index, rows.subject_position].float()
+    facts = int(rows.fact.max()) + 1
+    keys = torch.zeros(facts, inputs.shape[-1], device=inputs.device).index_add_(0, rows.fact.to(inputs.device), inputs)
+    counts = torch.bincount(rows.fact, minlength=facts).to(inputs.device).unsqueeze(-1)
+    return keys / counts, outputs
+
+
+def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str, module: nn.Module, rows: FactRows,
+                   essence: tuple[dict[str, Tensor], Tensor, Tensor], settings: TargetOptimisation) -> tuple[Tensor, Tensor]:
+    """δ per fact at ``module``'s output (subject's last token) that makes every context predict the target.
+
+    Returns (original output v₀ at each fact's unprefixed prompt, δ). Raises :class:`EditFailedError` on NaN.
+    """
+    device = rows.examples.input_ids.device
+    essence_inputs, essence_subject, essence_last = essence
+    with torch.no_grad():
+        essence_logits = run(model, params, **essence_inputs)
+        with captured(module) as seen:
+            run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
+        base = seen["output"][rows.unprefixed.to(device), rows.subject_position[rows.unprefixed].to(device)].float()
+    keep_log_probs = F.log_softmax(essence_logits[torch.arange(len(essence_last)), essence_last].float(), dim=-1)
+    shift = torch.zeros_like(base, requires_grad=True)
+    optimizer = torch.optim.Adam([shift], lr=settings.lr)
+    row_index = torch.arange(len(rows.fact), device=device)
+    facts = shift.shape[0]
+    per_fact = torch.bincount(rows.fact, minlength=facts).to(device).float()
+    fact = rows.fact.to(device)
+    limit = settings.clamp_norm * base.norm(dim=-1, keepdim=True)
+    for _ in range(settings.steps):
+        optimizer.zero_grad(set_to_none=True)
+        with output_shifted(module, row_index, rows.subject_position.to(device), shift[fact]):
+            logits, labels = aligned_logits(model, rows.examples, kind, params)
+        nll = example_nll(logits, labels)
+        fact_nll = torch.zeros(facts, device=device).index_add(0, fact, nll) / per_fact
+        with output_shifted(module, torch.arange(facts, device=device), essence_subject.to(device), shift):
+            essence_now = run(model, params, **essence_inputs)[torch.arange(facts), essence_last]
+        kl = F.kl_div(F.log_softmax(essence_now.float(), dim=-1), keep_log_probs, log_target=True,
+                      reduction="none").sum(-1)
+        decay = shift.pow(2).sum(-1) / base.pow(2).sum(-1).clamp_min(1e-12)
+        loss = (fact_nll + settings.kl_weight * kl + settings.weight_decay * decay).sum()
+        if not torch.isfinite(loss):
+            raise EditFailedError(f"the target search diverged (loss {loss.item()}); the model was left unchanged")
+        if fact_nll.max().item() < settings.stop_nll:
+            break
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():  # keep each δ within clamp_norm · ‖v₀‖
+            norm = shift.norm(dim=-1, keepdim=True)
+            shift.mul_(torch.where(norm > limit, limit / norm.clamp_min(1e-12), torch.ones_like(norm)))
+    if not torch.isfinite(shift).all():
+        raise EditFailedError("the target search produced non-finite values; the model was left unchanged")
+    return base, shift.detach()
+
+
+@torch.no_grad()
+def context_prefixes(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, count: int, tokens: int,
+                     seed: int = 0) -> list[str]:
+    """Short texts the model samples itself, put before a prompt so its key does not depend on the exact wording."""
+    if count == 0:
+        return []
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    prompt = torch.full((count, 1), start, dtype=torch.long, device=model.device)
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        ids = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=5,
+                             max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=start)
+    texts = [text.replace("{", "").replace("}", "").strip() for text in
+             tokenizer.batch_decode(ids[:, 1:], skip_special_tokens=True)]
+    return [text if text.endswith((".", "!", "?")) else text + "." for text in texts]
+
+
+def current_values(weight: Tensor, bias: Tensor | None, keys: Tensor) -> Tensor:
+    """What the projection now outputs for each key: ``W k + b`` (W as (out, in))."""
+    values = keys.to(weight.dtype) @ weight.T
+    return values + bias if bias is not None else values
+
+
+def rank_one_update(key: Tensor, residual: Tensor, inverse_moment_key: Tensor) -> Tensor:
+    """ROME's ΔW = r (C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k*): afterwards (W + ΔW) k* = W k* + r, and keys orthogonal to
+    C⁻¹k* (in C's metric) are untouched."""
+    u = inverse_moment_key.double()
+    return (torch.outer(residual.double(), u) / (u @ key.double())).float()
+
+
+def least_squares_update(keys: Tensor, residuals: Tensor, regulariser: Tensor) -> Tensor:
+    """MEMIT's ΔW = R Kᵀ (λC + K Kᵀ)⁻¹ for keys K (n, in) and residuals R (n, out): writes all n facts at once
+    while keeping W's answers on the keys summarised by C (``regulariser`` = λC)."""
+    keys, residuals = keys.double(), residuals.double()
+    system = regulariser.double() + keys.T @ keys
+    return (residuals.T @ torch.linalg.solve(system, keys.T).T).float()

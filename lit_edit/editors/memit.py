@@ -1,0 +1,84 @@
+"""MEMIT (Meng et al. 2023): thousands of facts written at once, spread over the MLPs of several layers.
+
+For each fact, a target hidden state z* at the last edited layer's output is found by optimisation (as ROME finds
+v*). Then layer by layer, from the first, the remaining gap between z* and the current hidden state is divided
+among the layers still to edit, and each layer's share is written by one least-squares update
+ΔW = R Kᵀ(λC + KKᵀ)⁻¹ over all facts' keys K: the keys of every fact at that layer, read with the earlier
+layers already edited.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lit_edit.data.batch import EditBatch
+from lit_edit.editors.edited_model import EditedModel
+from lit_edit.editors.key_value import (
+    FactRequest,
+    FactRows,
+    TargetOptimisation,
+    essence_rows,
+    fact_rows,
+    keys_and_values,
+    least_squares_update,
+    optimise_shift,
+)
+from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
+from lit_edit.key_statistics import KeyStatisticsSpec, well_conditioned
+from lit_edit.model_layout import LayoutSpec
+from lit_edit.models import ModelSpec
+
+
+class MEMIT(LocatingEditor):
+    """Mass editing of the MLP output projections of ``layers``."""
+
+    def __init__(self, model: ModelSpec | None = None, layers: list[int] | None = None,
+                 layout: LayoutSpec | None = None, statistics: KeyStatisticsSpec | None = None,
+                 target: TargetOptimisation | None = None, prefixes: ContextPrefixes | None = None,
+                 moment_weight: float = 15000.0, facts_per_chunk: int = 32, max_condition: float = 1.0e6,
+                 max_length: int = 128) -> None:
+        """
+        Args:
+            layers: the blocks whose MLP output projections share each edit (ascending; the last one holds z*).
+            moment_weight: λ, how strongly the keys summarised by C keep their old values against the new facts.
+            facts_per_chunk: facts whose targets are searched for (and keys read) in one batch.
+        """
+        layers = sorted(layers if layers is not None else [3, 4, 5, 6, 7])
+        super().__init__(model, layers, layout, statistics, target, prefixes, max_condition, max_length)
+        self.save_hyperparameters()
+        self.moment_weight = moment_weight
+        self.facts_per_chunk = facts_per_chunk
+
+    def edit(self, batch: EditBatch) -> EditedModel:
+        requests = self.requests(batch)
+        chunks = [requests[i: i + self.facts_per_chunk] for i in range(0, len(requests), self.facts_per_chunk)]
+        rows = [fact_rows(self.prompts, chunk, self.prefixes()).to(self.device) for chunk in chunks]
+        targets = torch.cat([self.target_states(chunk, chunk_rows) for chunk, chunk_rows in zip(chunks, rows, strict=True)])
+        params: dict[str, Tensor] = {}
+        for done, layer in enumerate(self.layers):
+            keys, states = self.keys_and_states(layer, params, rows)
+            residual = (targets - states) / (len(self.layers) - done)
+            with torch.no_grad():
+                regulariser = self.moment_weight * well_conditioned(self.key_moment(layer), self.max_condition,
+                                                                    f"C of {self.layout.mlp_out_name(layer)}")
+                delta = least_squares_update(keys, residual, regulariser)
+            params = self.with_delta(layer, params, delta)
+        return EditedModel(self.model, self.kind, params)
+
+    def target_states(self, requests: list[FactRequest], rows: FactRows) -> Tensor:
+        """z* per fact: the last edited layer's output at the subject's last token that predicts the target."""
+        block = self.layout.blocks[self.layers[-1]]
+        state, shift = optimise_shift(self.model, {}, self.kind, block, rows,
+                                      essence_rows(self.tokenizer, requests, self.device), self.target)
+        return state + shift
+
+    def keys_and_states(self, layer: int, params: dict[str, Tensor], rows: list[FactRows]) -> tuple[Tensor, Tensor]:
+        """All facts' keys at ``layer`` and hidden states at the last edited layer, under the edits so far."""
+        keys, states = [], []
+        for chunk in rows:
+            chunk_keys, _ = keys_and_values(self.model, params, self.layout.mlp_out(layer), chunk)
+            _, outputs = keys_and_values(self.model, params, self.layout.blocks[self.layers[-1]], chunk)
+            keys.append(chunk_keys)
+            states.append(outputs[chunk.unprefixed])
+        return torch.cat(keys), torch.cat(states)

@@ -1,0 +1,140 @@
+"""ROME (Meng et al. 2022): one rank-one update of one MLP output projection per fact, with no training.
+
+k* is the projection's input at the subject's last token (averaged over sampled prefixes), v* the output that
+makes the model predict the new target (found by optimisation, :mod:`lit_edit.editors.key_value`), and
+W ← W + (v* − W k*)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀk*) with C = E[kkᵀ] estimated once per model and layer
+(:mod:`lit_edit.key_statistics`). Several edits in a batch are written one after the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lit_edit.data.batch import EditBatch
+from lit_edit.editors.base import Editor
+from lit_edit.editors.edited_model import EditedModel
+from lit_edit.editors.key_value import (
+    FactRequest,
+    TargetOptimisation,
+    context_prefixes,
+    current_values,
+    essence_rows,
+    fact_rows,
+    keys_and_values,
+    optimise_shift,
+    rank_one_update,
+)
+from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, regularised_inverse_solve
+from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
+from lit_edit.models import ModelSpec
+
+
+@dataclass
+class ContextPrefixes:
+    """The random prefixes that k* and v* are averaged over (ROME: ten of 5 tokens and ten of 10)."""
+
+    lengths: list[int] = field(default_factory=lambda: [5, 10])
+    """Token lengths of the sampled prefixes."""
+    per_length: int = 5
+    """Prefixes sampled per length (0: the bare prompt only)."""
+    seed: int = 0
+
+
+class LocatingEditor(Editor):
+    """What ROME and MEMIT share: the layout, the prefixes, the key statistics C per layer."""
+
+    def __init__(self, model: ModelSpec | None, layers: list[int], layout: LayoutSpec | None,
+                 statistics: KeyStatisticsSpec | None, target: TargetOptimisation | None,
+                 prefixes: ContextPrefixes | None, max_condition: float, max_length: int) -> None:
+        super().__init__(model, max_length)
+        if self.kind != "causal":
+            raise ValueError(f"{type(self).__name__} edits causal LMs (a subject's last token feeds every later one)")
+        self.layout = ModelLayout(self.model, layout)
+        for layer in layers:
+            if not 0 <= layer < self.layout.num_layers:
+                raise ValueError(f"layer {layer} does not exist: the model has {self.layout.num_layers} blocks")
+        self.layers = layers
+        self.editable_names = [self.layout.mlp_out_weight_name(layer) for layer in layers]
+        self.statistics = statistics or KeyStatisticsSpec()
+        self.target = target or TargetOptimisation()
+        self.prefix_spec = prefixes or ContextPrefixes()
+        self.max_condition = max_condition
+        self._prefixes: list[str] | None = None
+        self._moments: dict[int, Tensor] = {}
+
+    def prefixes(self) -> list[str]:
+        if self._prefixes is None:
+            spec = self.prefix_spec
+            self._prefixes = [text for i, length in enumerate(spec.lengths)
+                              for text in context_prefixes(self.model, self.tokenizer, spec.per_length, length,
+                                                           spec.seed + i)]
+        return self._prefixes
+
+    def key_moment(self, layer: int) -> Tensor:
+        """C for ``layer``, estimated once (and cached on disk) the first time it is needed."""
+        if layer not in self._moments:
+            self._moments.update(estimate_key_moments(self.model, self.tokenizer, self.layout, self.layers,
+                                                      self.statistics))
+        return self._moments[layer].to(self.device)
+
+    def requests(self, batch: EditBatch) -> list[FactRequest]:
+        if not batch.records:
+            raise ValueError(f"{self.name} needs the batch's edit records (prompt, subject, target)")
+        return [FactRequest.from_record(record) for record in batch.records]
+
+    def weight(self, layer: int, params: dict[str, Tensor]) -> Tensor:
+        """The layer's projection as an (out, in) matrix, with the edits so far."""
+        name = self.layout.mlp_out_weight_name(layer)
+        weight = params.get(name, self.base_params()[name])
+        return as_out_in(weight, weight_orientation(self.layout.mlp_out(layer)))
+
+    def with_delta(self, layer: int, params: dict[str, Tensor], delta: Tensor) -> dict[str, Tensor]:
+        """``params`` with ``delta`` (out, in) added to the layer's weight, in the module's own layout and dtype."""
+        name = self.layout.mlp_out_weight_name(layer)
+        weight = params.get(name, self.base_params()[name]).detach()
+        stored = delta if weight_orientation(self.layout.mlp_out(layer)) == "out_in" else delta.T
+        return {**params, name: weight + stored.to(weight.dtype)}
+
+
+class ROME(LocatingEditor):
+    """Rank-one model editing of one layer's MLP output projection."""
+
+    def __init__(self, model: ModelSpec | None = None, layer: int = 5, layout: LayoutSpec | None = None,
+                 statistics: KeyStatisticsSpec | None = None, target: TargetOptimisation | None = None,
+                 prefixes: ContextPrefixes | None = None, max_condition: float = 1.0e6, max_length: int = 128) -> None:
+        """
+        Args:
+            layer: the block whose MLP output projection is rewritten (causal tracing says where facts live).
+            layout: where the blocks and MLPs are (default: found from the model's structure).
+            statistics: the text C = E[kkᵀ] is estimated from.
+            target: the search for v*.
+            prefixes: the sampled prefixes k* and v* are averaged over.
+            max_condition: C's largest condition number before a ridge is added (with a warning).
+        """
+        super().__init__(model, [layer], layout, statistics, target, prefixes, max_condition, max_length)
+        self.save_hyperparameters()
+        self.layer = layer
+
+    def edit(self, batch: EditBatch) -> EditedModel:
+        params: dict[str, Tensor] = {}
+        for request in self.requests(batch):
+            params = self.with_delta(self.layer, params, self.rank_one_delta(request, params))
+        return EditedModel(self.model, self.kind, params)
+
+    def rank_one_delta(self, request: FactRequest, params: dict[str, Tensor]) -> Tensor:
+        """ΔW (out, in) that writes one fact into the model as edited by ``params``."""
+        module = self.layout.mlp_out(self.layer)
+        rows = fact_rows(self.prompts, [request], self.prefixes()).to(self.device)
+        keys, _ = keys_and_values(self.model, params, module, rows)
+        value, shift = optimise_shift(self.model, params, self.kind, module, rows,
+                                      essence_rows(self.tokenizer, [request], self.device), self.target)
+        weight = self.weight(self.layer, params).float()
+        bias = None if getattr(module, "bias", None) is None else module.bias.float()
+        residual = (value + shift) - current_values(weight, bias, keys)
+        with torch.no_grad():
+            direction = regularised_inverse_solve(self.key_moment(self.layer), keys[0], self.max_condition,
+                                                  name=f"C of {self.layout.mlp_out_name(self.layer)}")
+        return rank_one_update(keys[0], residual[0], direction)

@@ -1,0 +1,95 @@
+"""ROME and MEMIT's algebra on a tiny GPT-2 (its MLPs are GPT-2 Conv1D, stored (in, out)); that edits change the
+in-scope answer and keep others is tested on the real model (tests/test_real_model.py): a 2-layer model reads its facts
+at the last token, not at the subject, so there is nothing there for a subject-keyed edit to rewrite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import synthetic_records
+
+import lit_edit.editors.key_value as key_value
+from lit_edit.data.records import EditRecord
+from lit_edit.editors import MEMIT, ROME, EditFailedError
+from lit_edit.editors.key_value import TargetOptimisation, essence_rows, fact_rows, keys_and_values, optimise_shift
+from lit_edit.editors.rome import ContextPrefixes
+from lit_edit.key_statistics import KeyStatisticsSpec, regularised_inverse_solve
+from lit_edit.subject_tokens import SubjectNotFoundError
+
+STATISTICS = KeyStatisticsSpec(samples=64, tokens=12, batch_size=16)
+FEW_PREFIXES = ContextPrefixes(lengths=[3], per_length=2)
+
+
+@pytest.fixture(autouse=True)
+def checkpoints_in_tmp(tmp_path_factory, monkeypatch):
+    """Key statistics are cached under $LIT_EDIT_CHECKPOINTS: one directory for this module's tests."""
+    monkeypatch.setenv("LIT_EDIT_CHECKPOINTS", str(tmp_path_factory.getbasetemp() / "rome_checkpoints"))
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def rome(model, **kwargs) -> ROME:
+    return ROME(model, layer=kwargs.pop("layer", 0), statistics=STATISTICS, prefixes=kwargs.pop("prefixes", FEW_PREFIXES),
+                **kwargs)
+
+
+def test_rome_update_is_rank_one_and_writes_the_value_exactly(knowing_gpt2):
+    editor = rome(knowing_gpt2)
+    record = synthetic_records()[3]
+    batch = editor.prompts.batch([record])
+    edited = editor.edit(batch)
+    name = editor.editable_names[0]
+    stored_delta = edited.params[name] - editor.base_params()[name]
+    assert torch.linalg.matrix_rank(stored_delta, rtol=1.0e-4) == 1
+
+    # k* and v* as ROME defines them, recomputed on the unedited model (the search is deterministic).
+    module = editor.layout.mlp_out(0)
+    request = editor.requests(batch)[0]
+    rows = fact_rows(editor.prompts, [request], editor.prefixes())
+    keys, _ = keys_and_values(editor.model, {}, module, rows)
+    value, shift = optimise_shift(editor.model, {}, editor.kind, module, rows,
+                                  essence_rows(editor.tokenizer, [request], editor.device), editor.target)
+    written = keys[0] @ edited.params[name] + module.bias  # Conv1D: x @ W + b
+    torch.testing.assert_close(written, (value + shift)[0], rtol=1.0e-4, atol=1.0e-4)
+
+
+def test_rome_refuses_a_prompt_without_its_subject(knowing_gpt2):
+    editor = rome(knowing_gpt2)
+    record = EditRecord(case_id="x", prompt="the colour of s1 is", target_new="c5", subject="s2",
+                        out_of_scope=synthetic_records()[5].out_of_scope)
+    with pytest.raises(SubjectNotFoundError, match="'s2' does not occur"):
+        editor.edit(editor.prompts.batch([record]))
+    no_subject = EditRecord(case_id="y", prompt="the colour of s1 is", target_new="c5",
+                            out_of_scope=synthetic_records()[5].out_of_scope)
+    with pytest.raises(ValueError, match="has no subject"):
+        editor.edit(editor.prompts.batch([no_subject]))
+
+
+def test_nan_in_the_value_search_refuses_the_edit_and_leaves_the_model(knowing_gpt2, monkeypatch):
+    editor = rome(knowing_gpt2)
+    before = snapshot(editor.model)
+    monkeypatch.setattr(key_value, "example_nll", lambda logits, labels: torch.full(logits.shape[:1], float("nan")))
+    with pytest.raises(EditFailedError, match="diverged"):
+        editor.edit(editor.prompts.batch([synthetic_records()[3]]))
+    assert all(torch.equal(v, editor.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_memit_with_one_fact_and_layer_is_rome_shrunk_by_its_regulariser(knowing_gpt2):
+    """Sherman-Morrison: with one key, MEMIT's ΔW = ROME's ΔW · s/(λ + s), s = kᵀC⁻¹k.
+
+    Same target: no prefixes, and no penalty on ‖δ‖ (ROME measures it against the MLP's output, MEMIT against the
+    hidden state, which are different norms); adding δ to the MLP output or to the block output is the same."""
+    bare = ContextPrefixes(per_length=0)
+    free = TargetOptimisation(weight_decay=0.0, clamp_norm=1.0e6)
+    rome_editor = rome(knowing_gpt2, prefixes=bare, target=free)
+    memit = MEMIT(knowing_gpt2, layers=[0], statistics=STATISTICS, prefixes=bare, target=free, moment_weight=2.0)
+    batch = rome_editor.prompts.batch([synthetic_records()[3]])
+    name = rome_editor.editable_names[0]
+    rome_delta = rome_editor.edit(batch).params[name] - rome_editor.base_params()[name]
+    memit_delta = memit.edit(batch).params[name] - memit.base_params()[name]
+    rows = fact_rows(rome_editor.prompts, rome_editor.requests(batch), [])
+    key = keys_and_values(rome_editor.model, {}, rome_editor.layout.mlp_out(0), rows)[0][0].double()
+    s = key @ regularised_inverse_solve(rome_editor.key_moment(0), key)
+    torch.testing.assert_close(memit_delta, rome_delta * (s / (2.0 + s)).float(), rtol=1.0e-3, atol=1.0e-5)

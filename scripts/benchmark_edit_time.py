@@ -2,6 +2,10 @@
 
     python scripts/benchmark_edit_time.py --data shared:zsre/zsre_mend_train_10000.json#9500:9550 \
         --mend checkpoints/mend-smollm2-135m/best.ckpt
+    python scripts/benchmark_edit_time.py --data shared:counterfact/counterfact-val.json#0:30 \
+        --format counterfact_easyedit --editors rome memit --device cuda
+
+ROME and MEMIT read C = E[kk^T] from its cache (estimated once, before the timing starts).
 
 The forward+backward reference is what one fine-tuning step costs: a forward pass of the edit batch and
 the backward pass to the editable weights. Ratios, not seconds, because these machines are noisy.
@@ -16,37 +20,51 @@ import time
 import torch
 
 from lit_edit.data.datamodule import load_split
-from lit_edit.editors import MEND, Editor, FineTune
+from lit_edit.editors import MEMIT, MEND, ROME, Editor, FineTune
 from lit_edit.editors.edited_model import aligned_logits, nll_loss
+
+
+def synchronized_clock() -> float:
+    """perf_counter after the GPU's queued work is done (a CUDA call returns before its kernels finish)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def forward_backward_seconds(editor: Editor, batch) -> float:
     leaves = {n: p.detach().requires_grad_(True) for n, p in editor.base_params().items()}
-    start = time.perf_counter()
+    start = synchronized_clock()
     loss = nll_loss(*aligned_logits(editor.model, batch.edit, editor.kind, leaves))
     torch.autograd.grad(loss, list(leaves.values()))
-    return time.perf_counter() - start
+    return synchronized_clock() - start
 
 
 def edit_seconds(editor: Editor, batch) -> float:
-    start = time.perf_counter()
+    start = synchronized_clock()
     editor.edit(batch)
-    return time.perf_counter() - start
+    return synchronized_clock() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="builtin:test")
     parser.add_argument("--edits", type=int, default=30, help="edit batches timed (one edit each)")
+    parser.add_argument("--format", default="auto", help="reader of --data")
     parser.add_argument("--mend", default="checkpoints/mend-smollm2-135m/best.ckpt")
+    parser.add_argument("--editors", nargs="+", default=["ft", "ft_kl", "mend"],
+                        choices=["ft", "ft_kl", "mend", "rome", "memit"])
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    editors: list[Editor] = [FineTune(steps=10), FineTune(steps=10, kl_weight=1.0), MEND(checkpoint=args.mend)]
+    build = {"ft": lambda: FineTune(steps=10), "ft_kl": lambda: FineTune(steps=10, kl_weight=1.0),
+             "mend": lambda: MEND(checkpoint=args.mend), "rome": ROME, "memit": MEMIT}
+    editors: list[Editor] = [build[name]().to(args.device).eval() for name in args.editors]
     for editor in editors:
-        editor.eval()
-    records = load_split(args.data)[: args.edits]
+        for layer in getattr(editor, "layers", []):
+            editor.key_moment(layer)  # estimated once and cached, as in use
+    records = load_split(args.data, args.format)[: args.edits]
     ratios: dict[str, list[float]] = {e.name: [] for e in editors}
     for record in records:
-        batch = editors[0].prompts.batch([record])
+        batch = editors[0].prompts.batch([record]).to(args.device)
         for editor in editors:
             edit_seconds(editor, batch)  # warm-up on this shape
             reference = statistics.median(forward_backward_seconds(editor, batch) for _ in range(3))

@@ -26,7 +26,7 @@ from lit_edit.editors.key_value import (
 )
 from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
 from lit_edit.key_statistics import KeyStatisticsSpec, well_conditioned
-from lit_edit.model_layout import LayoutSpec
+from lit_edit.model_layout import LayoutSpec, weight_orientation
 from lit_edit.models import ModelSpec
 
 
@@ -36,18 +36,21 @@ class MEMIT(LocatingEditor):
     def __init__(self, model: ModelSpec | None = None, layers: list[int] | None = None,
                  layout: LayoutSpec | None = None, statistics: KeyStatisticsSpec | None = None,
                  target: TargetOptimisation | None = None, prefixes: ContextPrefixes | None = None,
-                 moment_weight: float = 15000.0, facts_per_chunk: int = 32, max_condition: float = 1.0e6,
+                 moment_weight: float | None = None, facts_per_chunk: int = 32, max_condition: float = 1.0e6,
                  max_length: int = 128) -> None:
         """
         Args:
             layers: the blocks whose MLP output projections share each edit (ascending; the last one holds z*).
             moment_weight: λ, how strongly the keys summarised by C keep their old values against the new facts.
+                A key k adds kᵀ(λC)⁻¹k ≈ width/λ to the solve, so λ is relative to the MLP's width: by default
+                width × 0.92, the ratio of MEMIT's λ = 15,000 to GPT-J's 16,384-wide MLP.
             facts_per_chunk: facts whose targets are searched for (and keys read) in one batch.
         """
         layers = sorted(layers if layers is not None else [3, 4, 5, 6, 7])
         super().__init__(model, layers, layout, statistics, target, prefixes, max_condition, max_length)
         self.save_hyperparameters()
-        self.moment_weight = moment_weight
+        width = self.key_moment_width(layers[0])
+        self.moment_weight = moment_weight if moment_weight is not None else width * 15000.0 / 16384.0
         self.facts_per_chunk = facts_per_chunk
 
     def edit(self, batch: EditBatch) -> EditedModel:
@@ -65,6 +68,12 @@ class MEMIT(LocatingEditor):
                 delta = least_squares_update(keys, residual, regulariser)
             params = self.with_delta(layer, params, delta)
         return EditedModel(self.model, self.kind, params)
+
+    def key_moment_width(self, layer: int) -> int:
+        """The width of ``layer``'s keys (the MLP's inner dimension)."""
+        name = self.layout.mlp_out_weight_name(layer)
+        weight = self.base_params()[name]
+        return weight.shape[1] if weight_orientation(self.layout.mlp_out(layer)) == "out_in" else weight.shape[0]
 
     def target_states(self, requests: list[FactRequest], rows: FactRows) -> Tensor:
         """z* per fact: the last edited layer's output at the subject's last token that predicts the target."""

@@ -138,7 +138,7 @@ def test_kn_edit_moves_the_planted_fact_and_nothing_else(planted):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_edit_rewrites_exactly_the_found_neurons_values(tiny_models, arch):
     """nn.Linear keeps a neuron's value in a column of the weight, GPT-2's Conv1D in a row: either way only the
-    found neurons' values change, each by edit_scale * (e_new - e_old)."""
+    found neurons' values change, each by edit_scale * sign(activation) * (e_new - e_old)."""
     editor = KnowledgeNeurons(tiny_models[arch], steps=4, batch_size=4, threshold=0.5, max_neurons=3,
                               edit_scale=0.5)
     record = synthetic_records()[2]
@@ -153,10 +153,10 @@ def test_edit_rewrites_exactly_the_found_neurons_values(tiny_models, arch):
         if arch == "gpt2":
             change = change.T  # Conv1D stores (in, out)
         layer = int(name.split(".")[2])
-        neurons = [n for at, n in found.neurons if at == layer]
-        assert neurons
+        signs = {n: sign for (at, n), sign in zip(found.neurons, found.signs, strict=True) if at == layer}
+        assert signs
         for neuron in range(change.shape[1]):
-            expected = direction * neurons.count(neuron)
+            expected = direction * signs.get(neuron, 0.0)
             torch.testing.assert_close(change[:, neuron], expected, atol=1e-6, rtol=1e-5)
     assert {int(name.split(".")[2]) for name in edited.params} == {layer for layer, _ in found.neurons}
 
@@ -188,3 +188,17 @@ def test_evaluate_py_runs_kn_with_the_shared_table(tiny_models, synthetic_splits
     records = {r["editor"]: r for r in json.loads((tmp_path / "results" / "evaluate_kn.json").read_text())}
     assert records["kn"]["edits"] + records["kn"]["failed_edits"] == 2 and records["kn"]["name"] == "KN"
     assert set(records["kn"]["metrics"]) >= {"es", "dd", "efficacy", "neighbourhood_score", "edit_seconds"}
+
+
+def test_layers_can_be_chosen_by_causal_tracing(tiny_models, tmp_path):
+    from lit_edit.tracing import LayerSelection
+
+    facts = tmp_path / "known.json"
+    facts.write_text(json.dumps([{"prompt": "the colour of s1 is", "subject": "s1", "attribute": "c1"},
+                                 {"prompt": "the home of s2 is", "subject": "s2", "attribute": "h2"}]))
+    selection = LayerSelection(facts=str(facts), samples=2, neighbours=1)
+    editor = KnowledgeNeurons(tiny_models["llama"], layer_selection=selection, steps=2, batch_size=2)
+    chosen = selection.select(editor.model, editor.tokenizer)
+    assert editor.layers == [layer for layer in (chosen - 1, chosen, chosen + 1) if 0 <= layer < 2]
+    edited = editor.edit(editor.prompts.batch([synthetic_records()[1]]))
+    assert {int(name.split(".")[2]) for name in edited.params} <= set(editor.layers)

@@ -5,12 +5,15 @@ An MLP neuron's activation at the prompt's last token scales one column of the M
 each neuron: ``a_i`` times the mean gradient along the straight path from 0 to ``a_i`` (one layer scaled at a
 time, the path's steps batched). Neurons above ``threshold`` times the prompt's largest attribution, in more than
 ``shared_fraction`` of the prompts (edit prompt and paraphrases), are the fact's knowledge neurons; the edit adds
-``edit_scale * (e_new - e_old)`` to each one's value, with ``e`` the output embedding of a target's first token.
-No training: the editor has no weights of its own.
+``edit_scale * sign(a_i) * (e_new - e_old)`` to each one's value, with ``e`` the output embedding of a target's
+first token. Dai et al. add ``e_new - e_old`` itself (BERT's GELU neurons that matter fire positively); with SiLU
+or GELU a neuron can matter while negative, and its value then has to move the other way for ``a_i * v_i`` to
+move towards the new answer. No training: the editor has no weights of its own.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +57,8 @@ def integrated_gradients(layout: ModelLayout, input_ids: Tensor, target_id: int,
     input_ids = input_ids[:1]
     activations = last_token_activations(layout, input_ids, layers)
     alphas = (torch.arange(steps, device=input_ids.device, dtype=torch.float64) + 0.5) / steps
+    # Only the last position's logits are needed: skip the vocabulary projection elsewhere where the model can.
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(layout.model.forward).parameters else {}
     attributions = []
     for layer in layers:
         active = activations[layer]
@@ -70,7 +75,8 @@ def integrated_gradients(layout: ModelLayout, input_ids: Tensor, target_id: int,
             handle = layout.mlp_out(layer).register_forward_pre_hook(substitute)
             try:
                 ids = input_ids.expand(len(chunk), -1)
-                logits = layout.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+                logits = layout.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
+                                      **extra).logits
                 probability = torch.softmax(logits[:, -1].float(), dim=-1)[:, target_id]
                 (gradient,) = torch.autograd.grad(probability.sum(), scaled)
             finally:
@@ -101,10 +107,12 @@ def knowledge_neurons(attributions: Sequence[Tensor], threshold: float = 0.2, sh
 
 @dataclass(frozen=True)
 class FoundNeurons:
-    """What the editor found for one edit: the neurons (model layer, neuron) and the answer it moved away from."""
+    """What the editor found for one edit: the neurons (model layer, neuron), the sign of each one's activation on
+    the edit prompt, and the answers it moves from and to."""
 
     case_id: str
     neurons: list[tuple[int, int]]
+    signs: list[float]
     old_token: int
     new_token: int
 
@@ -122,14 +130,14 @@ class KnowledgeNeurons(Editor):
             model: the base model to edit.
             layers: layers whose MLP neurons are attributed (default: all; ``layer_selection`` overrides).
             layer_selection: choose the layers by causal tracing (:class:`lit_edit.tracing.LayerSelection`),
-                once, when the editor is built.
+                once, at the first edit (so on the device the evaluation runs on).
             layout: module names of the model's blocks and MLP output projections (default: found by structure).
             steps: integrated-gradients steps along the path from zero to each activation (Dai et al.: 20).
             batch_size: path steps run together in one forward and backward pass.
             threshold: a neuron counts for a prompt above this fraction of that prompt's largest attribution.
             shared_fraction: a knowledge neuron counts for more than this fraction of the prompts.
             max_neurons: keep at most this many (largest mean attribution first); ``null`` for no limit.
-            edit_scale: ``lambda`` in ``v_i += lambda * (e_new - e_old)``.
+            edit_scale: ``lambda`` in ``v_i += lambda * sign(a_i) * (e_new - e_old)``.
             use_paraphrases: attribute over the edit prompt and its paraphrases (as Dai et al.'s several
                 prompts per fact); the paraphrase scores are then not measured on unseen prompts.
             max_length: longest tokenized prompt.
@@ -137,11 +145,10 @@ class KnowledgeNeurons(Editor):
         super().__init__(model, max_length)
         self.save_hyperparameters()
         self.layout = ModelLayout(self.model, layout)
-        if layer_selection is not None:
-            layers = layer_selection.select_layers(self.model, self.tokenizer, self.layout)
-        self.layers = list(range(self.layout.num_layers)) if layers is None else list(layers)
-        bad = [layer for layer in self.layers if not 0 <= layer < self.layout.num_layers]
-        if bad or not self.layers:
+        self.layer_selection = layer_selection
+        self._layers = list(range(self.layout.num_layers)) if layers is None else list(layers)
+        bad = [layer for layer in self._layers if not 0 <= layer < self.layout.num_layers]
+        if bad or not self._layers:
             raise ValueError(f"KnowledgeNeurons.layers must name layers in [0, {self.layout.num_layers}), got {layers}")
         if not 0 < threshold < 1 or not 0 <= shared_fraction < 1:
             raise ValueError(f"threshold must be in (0, 1) and shared_fraction in [0, 1), got {threshold}, "
@@ -155,6 +162,15 @@ class KnowledgeNeurons(Editor):
     @property
     def name(self) -> str:
         return "KN"
+
+    @property
+    def layers(self) -> list[int]:
+        """The attributed layers: as configured, or chosen by causal tracing the first time they are needed."""
+        if self.layer_selection is not None:
+            with torch.no_grad():
+                self._layers = self.layer_selection.select_layers(self.model, self.tokenizer, self.layout)
+            self.layer_selection = None
+        return self._layers
 
     def prompt_ids(self, prompt: str) -> Tensor:
         ids = self.prompts.prompt_ids(prompt)[-self.prompts.max_length:]
@@ -176,8 +192,11 @@ class KnowledgeNeurons(Editor):
         new = self.prompts.target_ids(record.target_new)[0]
         attributions = [integrated_gradients(self.layout, self.prompt_ids(p), old, self.layers, self.steps,
                                              self.batch_size) for p in prompts]
-        found = knowledge_neurons(attributions, self.threshold, self.shared_fraction, self.max_neurons)
-        return FoundNeurons(record.case_id, [(self.layers[i], n) for i, n in found], old, new)
+        found = [(self.layers[i], n) for i, n in
+                 knowledge_neurons(attributions, self.threshold, self.shared_fraction, self.max_neurons)]
+        activations = last_token_activations(self.layout, self.prompt_ids(record.prompt), sorted({layer for layer, _ in found}))
+        signs = [1.0 if activations[layer][neuron] >= 0 else -1.0 for layer, neuron in found]
+        return FoundNeurons(record.case_id, found, signs, old, new)
 
     def edit(self, batch: EditBatch) -> EditedModel:
         """Find each record's knowledge neurons and move their values; several records' changes add up."""
@@ -194,15 +213,15 @@ class KnowledgeNeurons(Editor):
             if found.old_token == found.new_token:
                 continue  # the targets share their first token: nothing to move between
             direction = self.edit_scale * (unembedding[found.new_token] - unembedding[found.old_token])
-            for layer, neuron in found.neurons:
+            for (layer, neuron), sign in zip(found.neurons, found.signs, strict=True):
                 name = self.layout.mlp_out_weight_name(layer)
                 if name not in params:
                     params[name] = named[name].detach().clone()
                 value = as_out_in(params[name], weight_orientation(self.layout.mlp_out(layer)))
-                value[:, neuron] += direction.to(value.dtype)
+                value[:, neuron] += sign * direction.to(value.dtype)
         return EditedModel(self.model, self.kind, params)
 
     def describe_last_edit(self) -> list[dict[str, Any]]:
         """The last edit's knowledge neurons, JSON-ready."""
-        return [{"case_id": f.case_id, "neurons": f.neurons, "old": self.tokenizer.decode([f.old_token]),
+        return [{"case_id": f.case_id, "neurons": f.neurons, "signs": f.signs, "old": self.tokenizer.decode([f.old_token]),
                  "new": self.tokenizer.decode([f.new_token])} for f in self.found]

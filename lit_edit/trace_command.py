@@ -4,9 +4,9 @@
     lit-edit trace --facts shared:rome_known/known_1000.json#0:10 --samples 3 --out results/trace
 
 For each fact, ``OUT/trace_I.png`` shows the answer's probability with each hidden state, MLP output and attention
-output restored (by token and layer), and ``OUT/trace_I.json`` holds those numbers. ``OUT/summary.json`` averages
-the indirect effects at the subject's last token and at the prompt's last token over the facts and names the layer
-whose MLP matters most there (what :class:`lit_edit.tracing.LayerSelection` picks for editors).
+output restored (by token and layer), and ``OUT/trace_I.json`` holds those numbers. ``OUT/summary.json`` (plotted
+in ``OUT/summary.png``) averages the indirect effects at the subject's last token and at the prompt's last token over
+the facts and names the layer whose MLP matters most there (what :class:`lit_edit.tracing.LayerSelection` picks).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from lit_edit.tracing import (
     Tracer,
     answer_token,
     embedding_noise_std,
+    plot_summary,
     read_known_facts,
     write_trace,
 )
@@ -111,6 +112,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     summary = summarize(traces, args.kinds)
     summary.update(noise=noise, samples=args.samples, window=args.window, model=args.model)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_summary(summary, out / "summary.png")
     if "selected_layer" in summary:
         print(f"largest mean MLP effect at the subject's last token: layer {summary['selected_layer']}")
     print(f"wrote {out / 'summary.json'}")

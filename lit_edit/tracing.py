@@ -352,6 +352,36 @@ def plot_trace(trace: CausalTrace, path: str | Path) -> Path:
     return path
 
 
+def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
+    """Mean indirect effect by layer at the subject's last token and at the last token, one line per kind (the
+    averages that ``lit-edit trace`` writes to ``summary.json``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    colours = {"hidden": "purple", "mlp": "green", "attention": "red"}
+    for axis, where, title in ((axes[0], "last_subject_token", "at the subject's last token"),
+                               (axes[1], "last_token", "at the prompt's last token")):
+        for kind in KINDS:
+            values = summary.get(f"{kind}_effect_at_{where}")
+            if values is not None:
+                axis.plot(range(len(values)), values, color=colours[kind], label=kind)
+        axis.set_title(f"mean indirect effect {title}", fontsize=9)
+        axis.set_xlabel("layer")
+        axis.axhline(0, color="grey", linewidth=0.5)
+    axes[0].set_ylabel("p(answer) restored - corrupted")
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"{summary['facts']} facts, clean p {summary['mean_clean_prob']:.3f}, corrupted p "
+                    f"{summary['mean_corrupted_prob']:.3f}", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def write_trace(trace: CausalTrace, stem: str | Path) -> tuple[Path, Path]:
     """``STEM.png`` (heatmaps) and ``STEM.json`` (every number behind them)."""
     stem = Path(stem)
@@ -362,5 +392,5 @@ def write_trace(trace: CausalTrace, stem: str | Path) -> tuple[Path, Path]:
 
 
 __all__ = ["KINDS", "CausalTrace", "Fact", "LayerSelection", "Tracer",
-           "answer_token", "embedding_noise_std", "mlp_effect_by_layer", "plot_trace", "read_known_facts",
+           "answer_token", "embedding_noise_std", "mlp_effect_by_layer", "plot_summary", "plot_trace", "read_known_facts",
            "trace_fact", "window_layers", "write_trace"]

@@ -223,6 +223,7 @@ def test_trace_command_writes_png_and_json(tiny_models, tmp_path, capsys):
     assert len(written["indirect_effect"]["mlp"]) == 5 and len(written["indirect_effect"]["mlp"][0]) == 2
     summary = json.loads((tmp_path / "trace" / "summary.json").read_text())
     assert summary["facts"] == 1 and 0 <= summary["selected_layer"] < 2
+    assert (tmp_path / "trace" / "summary.png").read_bytes()[:4] == b"\x89PNG"
     assert "trace_0.png" in capsys.readouterr().out
 
 

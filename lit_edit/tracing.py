@@ -176,8 +176,7 @@ class Tracer:
         start, stop = subject_token_span(self.tokenizer, fact.prompt, fact.subject)
         ids = torch.tensor([self.tokenizer(fact.prompt)["input_ids"]], device=self.device)
         n_tokens, n_layers = ids.shape[1], self.layout.num_layers
-        clean_states = self._clean_states(ids, kinds)
-        logits_prob = self._clean_distribution(ids)
+        clean_states, logits_prob = self._clean_run(ids, kinds)
         if fact.answer is None:
             answer_id = int(logits_prob.argmax())
             answer = self.tokenizer.decode([answer_id])
@@ -203,12 +202,9 @@ class Tracer:
         return CausalTrace(fact.prompt, fact.subject, answer, answer_id, tokens, (start, stop),
                            float(logits_prob[answer_id]), corrupted, noise, samples, window, restored)
 
-    def _clean_distribution(self, ids: Tensor) -> Tensor:
-        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
-        return torch.softmax(self.model(**kwargs).logits[0, -1].float(), dim=-1)
-
-    def _clean_states(self, ids: Tensor, kinds: Sequence[Kind]) -> dict[tuple[str, int], Tensor]:
-        """Every traced module's clean output for the one prompt, ``[tokens, hidden]``."""
+    def _clean_run(self, ids: Tensor, kinds: Sequence[Kind]) -> tuple[dict[tuple[str, int], Tensor], Tensor]:
+        """Every traced module's clean output for the one prompt (``[tokens, hidden]``) and the next-token
+        distribution."""
         states: dict[tuple[str, int], Tensor] = {}
         handles = []
         for kind in kinds:
@@ -217,8 +213,8 @@ class Tracer:
                     states[key] = _first(output)[0].detach().clone()
                 handles.append(traced_module(self.layout, kind, layer).register_forward_hook(record))
         with _hooks(handles):
-            self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-        return states
+            logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        return states, torch.softmax(logits[0, -1].float(), dim=-1)
 
     @contextmanager
     def _corrupted(self, draws: Tensor, start: int, stop: int, rows_per_sample: int) -> Iterator[None]:

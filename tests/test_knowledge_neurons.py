@@ -170,6 +170,11 @@ def test_an_edit_without_knowledge_neurons_fails_and_changes_nothing(tiny_models
     with pytest.raises(EditFailedError, match="edit 3: no knowledge neuron passed threshold 0.2"):
         editor.edit(editor.prompts.batch([synthetic_records()[3]]))
     assert all(torch.equal(before[k], v) for k, v in editor.model.state_dict().items())
+    monkeypatch.undo()
+    same_start = EditRecord(case_id="s", prompt="the colour of s1 is", target_new="c2 c5", target_true="c2",
+                            out_of_scope=(LabeledPrompt("the home of s9 is", "h2"),))
+    with pytest.raises(EditFailedError, match="edit s: the new and the old answer begin with the same token"):
+        editor.edit(editor.prompts.batch([same_start]))
 
 
 def test_evaluate_py_runs_kn_with_the_shared_table(tiny_models, synthetic_splits, tmp_path, monkeypatch, capsys):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -194,7 +193,8 @@ class KnowledgeNeurons(Editor):
                                              self.batch_size) for p in prompts]
         found = [(self.layers[i], n) for i, n in
                  knowledge_neurons(attributions, self.threshold, self.shared_fraction, self.max_neurons)]
-        activations = last_token_activations(self.layout, self.prompt_ids(record.prompt), sorted({layer for layer, _ in found}))
+        layers = sorted({layer for layer, _ in found})
+        activations = last_token_activations(self.layout, self.prompt_ids(record.prompt), layers)
         signs = [1.0 if activations[layer][neuron] >= 0 else -1.0 for layer, neuron in found]
         return FoundNeurons(record.case_id, found, signs, old, new)
 
@@ -211,7 +211,8 @@ class KnowledgeNeurons(Editor):
                 raise EditFailedError(f"edit {found.case_id}: no knowledge neuron passed threshold {self.threshold} "
                                       f"in more than {self.shared_fraction} of its prompts; the model was left unchanged")
             if found.old_token == found.new_token:
-                continue  # the targets share their first token: nothing to move between
+                raise EditFailedError(f"edit {found.case_id}: the new and the old answer begin with the same token, "
+                                      "which KN's value edit cannot tell apart; the model was left unchanged")
             direction = self.edit_scale * (unembedding[found.new_token] - unembedding[found.old_token])
             for (layer, neuron), sign in zip(found.neurons, found.signs, strict=True):
                 name = self.layout.mlp_out_weight_name(layer)
@@ -220,8 +221,3 @@ class KnowledgeNeurons(Editor):
                 value = as_out_in(params[name], weight_orientation(self.layout.mlp_out(layer)))
                 value[:, neuron] += sign * direction.to(value.dtype)
         return EditedModel(self.model, self.kind, params)
-
-    def describe_last_edit(self) -> list[dict[str, Any]]:
-        """The last edit's knowledge neurons, JSON-ready."""
-        return [{"case_id": f.case_id, "neurons": f.neurons, "signs": f.signs, "old": self.tokenizer.decode([f.old_token]),
-                 "new": self.tokenizer.decode([f.new_token])} for f in self.found]

@@ -1,6 +1,7 @@
 """``lit-edit`` (or ``python -m lit_edit``): ``fetch-model [NAME]`` fetches and converts an embedded model ahead of
 time; ``edit EDIT ...`` edits a model and prints greedy generations before and after (:mod:`lit_edit.edit_command`);
-``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.report`)."""
+``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.report`); ``trace`` locates
+facts by causal tracing and writes heatmaps (:mod:`lit_edit.trace_command`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lit_edit import edit_command, report
+from lit_edit import edit_command, report, trace_command
 from lit_edit.models import EMBEDDED_MODELS, ModelSpec, fetch_embedded_model, resolve_model_path
 
 
@@ -25,7 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     report_parser = commands.add_parser("report", help="tables and plots from one or more evaluate.py results files",
                                         description=report.__doc__)
     report.add_arguments(report_parser)
+    trace = commands.add_parser("trace", help="causal tracing: where a fact is recalled (PNG heatmaps and JSON)",
+                                description=trace_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    trace_command.add_arguments(trace)
     args = parser.parse_args(argv)
+    if args.command == "trace":
+        trace_command.main(args, trace)
+        return
     if args.command == "report":
         report.main(args)
         return

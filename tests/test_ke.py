@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
 import yaml
-from conftest import synthetic_records
+from conftest import REPO, assert_same_training, synthetic_records, tiny_training_config
 from lightning.pytorch import seed_everything
 from test_editors import RECORD, assert_bit_identical, snapshot
 from test_training import tiny_trainer
@@ -17,6 +20,7 @@ from lit_edit.cli import CONFIG_DIR, evaluate_main, train_main
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors import KE, EditFailedError
+from lit_edit.editors.base import read_editor_state
 from lit_edit.editors.edited_model import aligned_logits, nll_loss
 from lit_edit.editors.ke import greedy_answer, split_edit
 from lit_edit.metrics import edit_success
@@ -169,13 +173,39 @@ def test_evaluate_py_runs_ke_beside_mend(tiny_models, synthetic_splits, tmp_path
     for editor in config["model"]["editors"].values():
         editor.setdefault("init_args", {}).pop("checkpoint", None)
         editor["init_args"]["model"] = spec
-    config["model"]["editors"]["ke"]["init_args"].update(condition_dim=16, hidden_dim=8, lstm_dim=8)
+    for name in ("ke", "ke_untrained"):
+        config["model"]["editors"][name]["init_args"].update(condition_dim=16, hidden_dim=8, lstm_dim=8)
     config["model"]["editors"]["mend"]["init_args"].update(rank=8)
     config["data"] = {"test": str(synthetic_splits["test"]), "limit_test": 2}
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
     evaluate_main(["--config", str(tmp_path / "eval.yaml")], default_config=None)
     records = json.loads((tmp_path / config["model"]["output"]).read_text())
-    assert sorted(r["editor"] for r in records) == ["ke", "mend", "unedited"]
+    assert sorted(r["editor"] for r in records) == ["ke", "ke_untrained", "mend", "unedited"]
     ke = next(r for r in records if r["editor"] == "ke")
     assert ke["edits"] == 2 and ke["name"] == "KE" and 0.0 <= ke["metrics"]["es"] <= 1.0
+
+
+@pytest.mark.slow
+def test_ke_trains_under_zero3_like_plain(knowing_gpt2, synthetic_splits, tmp_path):
+    """KE declares ``supports_zero3``: every trainable parameter (the LSTM's included) is read inside a submodule's
+    forward. ZeRO-3 on the CPU gives the plain run's losses, validation scores and trained weights."""
+    runs = {}
+    for name, strategies in (("plain", []), ("zero3", ["zero3"])):
+        work = tmp_path / name
+        work.mkdir()
+        config = tiny_training_config(knowing_gpt2, synthetic_splits, work, editor="mend")
+        config["model"] = {"class_path": "lit_edit.editors.KE",
+                           "init_args": {"model": config["model"]["init_args"]["model"], "max_scale": 0.3,
+                                         "lr": 1.0e-3, "c_edit": 1.0, "condition_dim": 16, "hidden_dim": 8,
+                                         "lstm_dim": 8}}
+        (work / "config.yaml").write_text(yaml.safe_dump(config))
+        args = [sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml")]
+        args += [arg for s in strategies for arg in ("--config", str(CONFIG_DIR / "strategies" / f"{s}.yaml"))]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        runs[name] = (json.loads((work / "record.json").read_text()), read_editor_state(work / "ckpt" / "last.ckpt"))
+    assert (tmp_path / "zero3" / "ckpt" / "last.ckpt").is_dir()  # DeepSpeed's own sharded checkpoint
+    assert_same_training(*runs["zero3"], runs["plain"])
+    assert runs["plain"][0]["losses"][0] != runs["plain"][0]["losses"][-1]

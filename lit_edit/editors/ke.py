@@ -126,11 +126,12 @@ class KE(Editor):
 
     supports_zero3 = True
 
-    def __init__(self, model: ModelSpec | None = None, max_scale: float = 1.0e-3, lstm_dim: int = 256,
-                 condition_dim: int = 1024, hidden_dim: int = 128, lr: float = 3.0e-4, c_edit: float = 0.1,
-                 c_loc: float = 1.0, checkpoint: str | None = None, max_length: int = 128,
+    def __init__(self, model: ModelSpec | None = None, max_scale: float = 0.1, lstm_dim: int = 256,
+                 condition_dim: int = 1024, hidden_dim: int = 128, lr: float = 1.0e-3, c_edit: float = 1.0,
+                 c_loc: float = 10.0, checkpoint: str | None = None, max_length: int = 128,
                  gradient_checkpointing: bool = False) -> None:
-        """
+        """Defaults are those of ``configs/ke.yaml`` (SmolLM2-135M).
+
         Args:
             max_scale: the paper's bound on the update's scale; with uniform gates, the step size of the gradient
                 (the untrained editor makes a gradient step of ``max_scale / 2``).
@@ -146,7 +147,7 @@ class KE(Editor):
         self.save_hyperparameters(ignore=["checkpoint"])
         if not max_scale > 0:
             raise ValueError(f"KE: max_scale must be positive, got {max_scale}")
-        self.lr, self.c_edit, self.c_loc = lr, c_edit, c_loc
+        self.max_scale, self.lr, self.c_edit, self.c_loc = max_scale, lr, c_edit, c_loc
         self.module_names = [name.rpartition(".")[0] for name in self.editable_names]
         self.transposed: dict[str, bool] = {}
         gates: dict[str, GatedUpdate] = {}
@@ -201,7 +202,7 @@ class KE(Editor):
             u, delta = capture.inputs[module_name], capture.output_grads[module_name]
             grads = torch.einsum("bto,bti->boi", delta, u.to(delta.dtype))  # each edit's own gradient, [out, in]
             updates = self.gates[_module_key(name)](condition, grads.to(condition.dtype))
-            update = self.hparams.max_scale * updates.sum(0)
+            update = self.max_scale * updates.sum(0)
             params[name] = weight + (update.T if self.transposed[name] else update).to(weight.dtype)
         return EditedModel(self.model, self.kind, params)
 

@@ -14,7 +14,8 @@ The editor is trained like MEND: L = c_edit * NLL(in-scope | edited) + c_loc * K
 Where this differs from the paper: the embeddings are the base model's, read and never trained (the paper
 trained a copy: 28 M parameters for SmolLM2's vocabulary), and the objective is MEND's rather than the paper's
 constrained one (a KL margin with a learned Lagrange multiplier). Edits of one batch each get their own
-condition and their own gradient; their updates add up.
+condition and their own gradient; their updates add up (``configs/ke.yaml`` trains on one edit per step, as the
+paper does: trained on sums of several edits' updates, KE's single edits came out weaker).
 """
 
 from __future__ import annotations

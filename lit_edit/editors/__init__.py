@@ -1,9 +1,12 @@
 """Editors: each a LightningModule with ``edit(batch) -> EditedModel``."""
 
 from lit_edit.editors.base import Editor, EditScores
+from lit_edit.editors.cache import EditCache
 from lit_edit.editors.edited_model import EditedModel, EditFailedError
 from lit_edit.editors.enn import ENN
 from lit_edit.editors.finetune import FineTune, NoEdit
 from lit_edit.editors.mend import MEND
+from lit_edit.editors.serac import SERAC
 
-__all__ = ["ENN", "MEND", "EditFailedError", "EditScores", "EditedModel", "Editor", "FineTune", "NoEdit"]
+__all__ = ["ENN", "MEND", "SERAC", "EditCache", "EditFailedError", "EditScores", "EditedModel", "Editor", "FineTune",
+           "NoEdit"]

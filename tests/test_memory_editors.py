@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from pathlib import Path
 
@@ -291,3 +293,47 @@ def test_serac_fits_a_long_descriptor_before_a_query_near_the_context_limit(sera
     with pytest.raises(ValueError, match="no room"):
         serac.counterfactual(too_long, [long_edit])
 
+
+
+def test_train_py_trains_serac_and_evaluate_py_scores_it_with_the_cache(tiny_models, encoder_dir, synthetic_splits,
+                                                                         tmp_path, monkeypatch, capsys):
+    """configs/serac.yaml and configs/evaluate_serac.yaml on the tiny GPT-2: two training steps, one validation,
+    the best checkpoint, then the suite with fluency (greedy generation through the routed logits)."""
+    import yaml
+
+    from lit_edit.cli import CONFIG_DIR, evaluate_main, train_main
+
+    monkeypatch.chdir(tmp_path)
+    spec = {"name": tiny_models["gpt2"].name, "editable": tiny_models["gpt2"].editable}
+    config = yaml.safe_load((CONFIG_DIR / "serac.yaml").read_text())
+    config["model"]["init_args"].update(model=spec, encoder=encoder_dir, counterfactual_trainable=["transformer.h.1.*"])
+    config["data"].update({split: str(path) for split, path in synthetic_splits.items()}, limit_val=2)
+    config["trainer"].update(max_steps=2, val_check_interval=2, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, max_time=None)
+    config["trainer"]["callbacks"] = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {
+        "dirpath": str(tmp_path / "ckpt"), "filename": "best", "monitor": "val/score", "mode": "max",
+        "save_weights_only": True}}]
+    (tmp_path / "serac.yaml").write_text(yaml.safe_dump(config))
+    cli = train_main(["--config", str(tmp_path / "serac.yaml")], default_config=None)
+    assert cli.trainer.global_step == 2 and (tmp_path / "ckpt" / "best.ckpt").exists()
+    frozen = [n for n, p in cli.model.counterfactual.lm.named_parameters() if not p.requires_grad]
+    assert frozen and all(not n.startswith("transformer.h.1.") for n in frozen)
+
+    config = yaml.safe_load((CONFIG_DIR / "evaluate_serac.yaml").read_text())
+    editors = config["model"]["editors"]
+    del editors["mend"]
+    editors["serac"]["init_args"].update(model=spec, encoder=encoder_dir, checkpoint=str(tmp_path / "ckpt" / "best.ckpt"),
+                                         counterfactual_trainable=["transformer.h.1.*"])
+    editors["cache"]["init_args"]["model"] = spec
+    editors["unedited"]["init_args"] = {"model": spec}
+    config["model"]["fluency_tokens"] = 2
+    config["data"].update(test=str(synthetic_splits["test"]), format="auto", limit_test=3)
+    config["trainer"]["logger"] = False
+    (tmp_path / "evaluate.yaml").write_text(yaml.safe_dump(config))
+    evaluate_main(["--config", str(tmp_path / "evaluate.yaml")], default_config=None)
+    assert "| editor | ES | paraphrase ES" in capsys.readouterr().out
+    records = {r["editor"]: r for r in json.loads((tmp_path / "results" / "evaluate_serac.json").read_text())}
+    assert sorted(records) == ["cache", "serac", "unedited"]
+    assert all(r["failed_edits"] == 0 and r["edits"] == 3 for r in records.values())
+    assert records["cache"]["metrics"]["efficacy"] == 1.0  # the edit prompt itself is always within epsilon
+    assert not math.isnan(records["cache"]["metrics"]["fluency"])  # generation ran through the memory

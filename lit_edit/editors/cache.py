@@ -8,6 +8,8 @@ with that label; every other query goes to the base model. Nothing is trained: `
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -23,6 +25,9 @@ CACHED_MARGIN = 20.0
 
 class EditCache(Editor):
     """Answer with a cached label when the query's averaged hidden state is within ``epsilon`` of an edit's."""
+
+    #: Edits live in a memory, not in weights (no sequential protocol, no saved edited checkpoint).
+    memory_based: ClassVar[bool] = True
 
     def __init__(self, model: ModelSpec | None = None, epsilon: float = 1.0, max_length: int = 128) -> None:
         """

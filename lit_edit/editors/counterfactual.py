@@ -22,7 +22,14 @@ from lit_edit.data.records import EditRecord
 from lit_edit.editors.edited_model import aligned_logits, locality_kl, nll_loss, prediction_mask
 from lit_edit.editors.memory import EditDescriptor
 from lit_edit.metrics import edit_success
-from lit_edit.models import ModelSpec, _load_pretrained, load_model, load_tokenizer, resolve_model_path
+from lit_edit.models import (
+    ModelSpec,
+    _load_pretrained,
+    editable_parameters,
+    load_model,
+    load_tokenizer,
+    resolve_model_path,
+)
 
 
 def context_length(config: Any) -> int | None:
@@ -52,7 +59,7 @@ class CounterfactualModel(LightningModule):
     or inside SERAC."""
 
     def __init__(self, model: ModelSpec | None = None, base: ModelSpec | None = None, lr: float = 1.0e-5,
-                 c_loc: float = 1.0, template: str = "{prompt} {target}\n") -> None:
+                 c_loc: float = 1.0, template: str = "{prompt} {target}\n", trainable: list[str] | None = None) -> None:
         """
         Args:
             model: the counterfactual LM (a causal LM with the base model's tokenizer); loaded as its own trainable
@@ -61,6 +68,8 @@ class CounterfactualModel(LightningModule):
             lr: learning rate.
             c_loc: weight of the locality term (KL from the base model on out-of-scope prompts).
             template: how an edit descriptor is written before the query (``{prompt}``, ``{target}``).
+            trainable: glob patterns naming the weights that training changes (default: all); the rest stay as
+                loaded (e.g. only the top blocks: cheaper backward passes and optimizer state).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -70,6 +79,10 @@ class CounterfactualModel(LightningModule):
             raise ValueError(f"the counterfactual model must be a causal LM, got kind {self.spec.kind!r}")
         where, gguf_file = resolve_model_path(self.spec)
         self.lm = _load_pretrained(where, "causal", self.spec.torch_dtype, gguf_file, self.spec.attn_implementation)
+        if trainable is not None:
+            chosen = set(editable_parameters(self.lm, trainable))
+            for name, parameter in self.lm.named_parameters():
+                parameter.requires_grad_(name in chosen)
         self.tokenizer = load_tokenizer(self.spec)
         self.lr, self.c_loc, self.template = lr, c_loc, template
         self.max_positions = context_length(self.lm.config)

@@ -9,7 +9,7 @@ model answers the query given that edit's descriptor, otherwise the untouched ba
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -27,10 +27,14 @@ from lit_edit.models import ModelSpec
 class SERAC(Editor):
     """Scope classifier + counterfactual model over an edit memory; trained with the sum of both parts' losses."""
 
+    #: Edits live in a memory, not in weights (no sequential protocol, no saved edited checkpoint).
+    memory_based: ClassVar[bool] = True
+
     def __init__(self, model: ModelSpec | None = None, encoder: str = DEFAULT_ENCODER,
                  counterfactual: ModelSpec | None = None, threshold: float = 0.5, lr: float = 1.0e-5,
                  classifier_lr: float = 1.0e-5, classifier_head_lr: float = 1.0e-2, c_loc: float = 1.0,
-                 template: str = "{prompt} {target}\n", checkpoint: str | None = None, max_length: int = 128) -> None:
+                 template: str = "{prompt} {target}\n", counterfactual_trainable: list[str] | None = None,
+                 checkpoint: str | None = None, max_length: int = 128) -> None:
         """
         Args:
             model: the base model (frozen).
@@ -42,6 +46,8 @@ class SERAC(Editor):
                 the classifier's scale and offset.
             c_loc: weight of the counterfactual model's locality term.
             template: how an edit descriptor is written before the query.
+            counterfactual_trainable: glob patterns of the counterfactual model's weights that training changes
+                (default: all).
             checkpoint: a trained SERAC's checkpoint (``python train.py --config configs/serac.yaml``).
             max_length: longest tokenized prompt.
         """
@@ -54,7 +60,7 @@ class SERAC(Editor):
         self.threshold = threshold
         self.classifier = ScopeClassifier(encoder, lr=classifier_lr, head_lr=classifier_head_lr, max_length=max_length)
         self.counterfactual = CounterfactualModel(counterfactual or self.model_spec, self.model_spec, lr=lr,
-                                                  c_loc=c_loc, template=template)
+                                                  c_loc=c_loc, template=template, trainable=counterfactual_trainable)
         if self.counterfactual.tokenizer.get_vocab() != self.tokenizer.get_vocab():
             raise ValueError("SERAC's counterfactual model must use the base model's tokenizer: its logits stand in "
                              "for the base model's")

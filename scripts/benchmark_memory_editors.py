@@ -36,7 +36,8 @@ DATA = {
     "counterfact": ("shared:counterfact/counterfact-val.json", "counterfact_easyedit"),
     "zsre": ("shared:zsre/zsre_mend_train_10000.json#9500:10000", "zsre_mend"),
 }
-FILLER = ("shared:zsre/zsre_mend_train_10000.json#0:9500", "zsre_mend")  # stored edits for the latency runs
+FILLER = (("shared:zsre/zsre_mend_train_10000.json#0:9500", "zsre_mend"),  # stored edits for the latency runs
+          ("shared:counterfact/counterfact-train.json", "counterfact_easyedit"))
 MEND_CHECKPOINT = "checkpoints/mend-smollm2-135m/best.ckpt"
 SERAC_CHECKPOINT = "checkpoints/serac-smollm2-135m/best.ckpt"
 
@@ -122,7 +123,7 @@ def latency(args: argparse.Namespace) -> None:
     queried = load_split(*DATA["counterfact"])[: args.limit]  # edits whose prompts are queried, in and out of scope
     queries = serac.prompts.batch(queried).to(args.device)
     examples = [queries.in_scope, queries.out_of_scope]
-    filler = load_split(*FILLER)
+    filler = [record for spec, fmt in FILLER for record in load_split(spec, fmt)]
     rows = []
     for size in sorted(args.sizes):
         if size < len(queried) or size - len(queried) > len(filler):

@@ -49,6 +49,14 @@ def test_memory_nearest_is_batched_top1_and_matches_brute_force():
                 assert int(i) == int(brute.argmin()) and float(s) == pytest.approx(float(brute.min()), abs=1e-4)
 
 
+def test_l2_memory_finds_a_stored_key_at_distance_exactly_zero():
+    memory = EditMemory(64, "l2")
+    keys = torch.randn(50, 64) * 30  # hidden-state-sized values, many rows: where |q|²+|k|²-2q·k loses precision
+    memory.add(descriptors(50), keys)
+    distance, index = memory.nearest(keys[:40])
+    assert torch.equal(distance, torch.zeros(40)) and torch.equal(index, torch.arange(40))
+
+
 def test_memory_save_load_remove_round_trip(tmp_path):
     memory = EditMemory(4, "l2")
     keys = torch.arange(12.0).reshape(3, 4)

@@ -96,7 +96,8 @@ class EditMemory:
                     torch.full((queries.shape[0],), -1, dtype=torch.long, device=queries.device))
         if self.metric == "cosine":
             return (torch.nn.functional.normalize(queries, dim=-1) @ self.keys.T).max(dim=1)
-        return torch.cdist(queries, self.keys).min(dim=1)
+        # Exact differences, not the faster |q|² + |k|² - 2q·k: an edit's own input must be at distance 0, not 0.02.
+        return torch.cdist(queries, self.keys, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
 
     # -- files ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -173,7 +173,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{len(edits)} edit(s) made in {seconds:.2f} s\n")
     print(report(comparisons))
     if args.save is not None:
-        model = edited.materialize()
+        try:
+            model = edited.materialize()
+        except EditFailedError as error:  # a memory-based edit has no edited weights to save
+            print(f"\nnot saved: {error}", file=sys.stderr)
+            return 1
         model.save_pretrained(args.save)
         editor.tokenizer.save_pretrained(args.save)
         loader = "AutoModelForCausalLM" if editor.kind == "causal" else "AutoModelForSeq2SeqLM"

@@ -42,3 +42,24 @@ def test_offline_and_missing_model_says_what_to_run(tmp_path, monkeypatch):
     with pytest.raises(models.ModelUnavailableError, match="python -m lit_edit fetch-model smollm2-135m"):
         models.load_model(models.ModelSpec(name="smollm2-135m", dtype="bfloat16"))
     assert not (tmp_path / "checkpoints" / "models" / "smollm2-135m").exists()
+
+
+def test_serac_with_pretrained_minilm_routes_the_edit_and_leaves_paris_alone():
+    """SERAC untrained: the real MiniLM puts a paraphrase nearer its edit than an unrelated fact, the edit prompt is
+    routed to the counterfactual model and the unrelated fact is answered by the untouched base model."""
+    from lit_edit.editors import SERAC
+
+    editor = SERAC().eval()
+    record = EditRecord(case_id="mona", prompt="The Mona Lisa was painted by", target_new="Picasso",
+                        subject="The Mona Lisa", paraphrases=("The artist who painted the Mona Lisa is",),
+                        out_of_scope=(LabeledPrompt("The capital of France is", "Paris"),))
+    with torch.no_grad():
+        edit, paraphrase, unrelated = editor.classifier.embed([record.prompt, record.paraphrases[0],
+                                                               "The capital of France is"])
+    assert float(edit @ paraphrase) > float(edit @ unrelated) + 0.2
+    batch = editor.prompts.batch([record])
+    edited = editor.edit(batch)
+    assert edited.router.route(batch.edit).edits.tolist() == [0]
+    assert edited.router.route(batch.out_of_scope).edits.tolist() == [-1]
+    with torch.no_grad():
+        assert torch.equal(editor.logits(batch.out_of_scope, edited)[0], editor.logits(batch.out_of_scope)[0])

@@ -185,7 +185,7 @@ class Editor(LightningModule):
         with torch.inference_mode(False), torch.enable_grad():
             edited = self.edit(batch)
         seconds = (time.perf_counter() - start) / len(batch)
-        if edited.params:
+        if edited.changes_outputs:
             with torch.no_grad():
                 post_in, _ = self.logits(batch.in_scope, edited)
                 post_out, _ = self.logits(batch.out_of_scope, edited)

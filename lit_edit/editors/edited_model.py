@@ -82,6 +82,11 @@ class EditedModel:
         self.kind = kind
         self.params = params
 
+    @property
+    def changes_outputs(self) -> bool:
+        """Whether any output can differ from the base model's (scoring skips the post-edit forward otherwise)."""
+        return bool(self.params)
+
     def logits(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
         return aligned_logits(self.base, examples, self.kind, self.params)
 

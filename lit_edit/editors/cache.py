@@ -1,0 +1,109 @@
+"""The edit cache (MEND, appendix G): a nearest-neighbour memory over the base model's own hidden states.
+
+Each edit stores its input's final-layer hidden state, averaged over the prompt's tokens, with the edit's
+label. A query whose averaged hidden state lies within L2 distance ``epsilon`` of a stored one is answered
+with that label; every other query goes to the base model. Nothing is trained: ``epsilon`` is the one knob
+(``scripts/benchmark_memory_editors.py sweep`` shows how much it matters).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
+from lit_edit.editors.base import Editor
+from lit_edit.editors.memory import EditDescriptor, EditMemory
+from lit_edit.editors.routed import NO_EDIT, RoutedModel, Router, Routing, prompt_positions
+from lit_edit.models import ModelSpec
+
+#: How far above every other token a cached answer's token scores: its probability is 1 - V·e^-20.
+CACHED_MARGIN = 20.0
+
+
+class EditCache(Editor):
+    """Answer with a cached label when the query's averaged hidden state is within ``epsilon`` of an edit's."""
+
+    #: Edits live in a memory, not in weights (no sequential protocol, no saved edited checkpoint).
+    memory_based: ClassVar[bool] = True
+
+    def __init__(self, model: ModelSpec | None = None, epsilon: float = 1.0, max_length: int = 128) -> None:
+        """
+        Args:
+            model: the base model.
+            epsilon: largest L2 distance between averaged final-layer hidden states at which a query is taken
+                to be the cached edit's input.
+            max_length: longest tokenized prompt.
+        """
+        super().__init__(model, max_length)
+        if self.kind != "causal":
+            raise ValueError(f"EditCache answers causal LMs only, got kind {self.kind!r}")
+        if not epsilon >= 0:
+            raise ValueError(f"EditCache.epsilon must be a distance >= 0, got {epsilon}")
+        self.save_hyperparameters()
+        self.epsilon = epsilon
+
+    @property
+    def name(self) -> str:
+        return "cache"
+
+    @torch.no_grad()
+    def prompt_states(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
+        """(each row's final-layer hidden state averaged over its prompt tokens, the base model's aligned logits)."""
+        output = self.model(input_ids=examples.input_ids, attention_mask=examples.attention_mask,
+                            output_hidden_states=True, use_cache=False)
+        hidden = output.hidden_states[-1].float()
+        weights = prompt_positions(examples).to(hidden.dtype)
+        states = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
+        return states, output.logits[:, :-1]
+
+    def memory_for(self, batch: EditBatch, memory: EditMemory | None = None) -> EditMemory:
+        """The edits of ``batch`` added to ``memory`` (default: a new one); all or nothing."""
+        if len(batch.records) != len(batch):
+            raise ValueError(f"the cache stores edit descriptors: the batch has {len(batch)} edits but "
+                             f"{len(batch.records)} records")
+        states, _ = self.prompt_states(batch.edit)
+        memory = memory if memory is not None else EditMemory(states.shape[1], "l2", states.device)
+        memory.add([EditDescriptor(r.case_id, r.prompt, r.target_new) for r in batch.records], states)
+        return memory
+
+    def routed(self, memory: EditMemory) -> RoutedModel:
+        return RoutedModel(self.model, self.kind, CacheRouter(self, memory, self.epsilon))
+
+    def edit(self, batch: EditBatch) -> RoutedModel:
+        return self.routed(self.memory_for(batch))
+
+
+class CacheRouter(Router):
+    """Routes by L2 distance of averaged hidden states; answers with the cached label's tokens, in order."""
+
+    def __init__(self, cache: EditCache, memory: EditMemory, epsilon: float) -> None:
+        self.cache, self.memory, self.epsilon = cache, memory, epsilon
+        labels = [cache.prompts.target_ids(d.target) for d in memory.descriptors]
+        eos = cache.tokenizer.eos_token_id
+        self.eos = int(eos if eos is not None else cache.prompts.pad_id)
+        width = max((len(row) for row in labels), default=1)
+        self.label_ids = torch.full((len(labels), width + 1), self.eos, dtype=torch.long)  # EOS after the label
+        for i, row in enumerate(labels):
+            self.label_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+
+    @property
+    def empty(self) -> bool:
+        return len(self.memory) == 0
+
+    def route(self, examples: TokenizedExamples) -> Routing:
+        states, logits = self.cache.prompt_states(examples)
+        distance, index = self.memory.nearest(states)
+        return Routing(torch.where(distance <= self.epsilon, index, NO_EDIT), logits)
+
+    def answer(self, examples: TokenizedExamples, edits: Tensor, base_logits: Tensor | None) -> Tensor:
+        """The base model's logits, except that the k-th labelled position predicts the cached label's k-th token."""
+        assert base_logits is not None  # the cache routes by the base model's forward, which gives them
+        labelled = examples.labels[:, 1:] != IGNORE_INDEX
+        step = (labelled.cumsum(1) - 1).clamp(0, self.label_ids.shape[1] - 1)
+        label_ids = self.label_ids.to(edits.device)[edits]
+        tokens = label_ids.gather(1, step)
+        cached = torch.zeros_like(base_logits).scatter_(2, tokens[..., None], CACHED_MARGIN)
+        return torch.where(labelled[..., None], cached, base_logits)

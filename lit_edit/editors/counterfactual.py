@@ -1,0 +1,170 @@
+"""SERAC's counterfactual model: a small causal LM that answers a query given the edit it falls under.
+
+It reads ``descriptor + query`` (the descriptor is the edit written out, e.g. "The capital of France is Rome")
+and its logits over the query's tokens are returned aligned with the query's labels, exactly as the base
+model's would be, so they can stand in for the base model's on routed rows. It shares the base model's
+tokenizer (by default it is a separate, trainable copy of the base model itself). Training: the edit's new
+target on the edit's in-scope prompts, and (``c_loc``) the base model's predictions on out-of-scope prompts
+shown with an unrelated edit, so that a wrongly routed query is still answered as the base model would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from lit_edit.data.batch import EditBatch, TokenizedExamples, select_out_of_scope
+from lit_edit.data.records import EditRecord
+from lit_edit.editors.edited_model import aligned_logits, locality_kl, nll_loss, prediction_mask
+from lit_edit.editors.memory import EditDescriptor
+from lit_edit.metrics import edit_success
+from lit_edit.models import (
+    ModelSpec,
+    _load_pretrained,
+    editable_parameters,
+    load_model,
+    load_tokenizer,
+    resolve_model_path,
+)
+
+
+def context_length(config: Any) -> int | None:
+    """The longest sequence a model's positions allow (``None`` when its config does not say)."""
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def descriptors_of(records: Sequence[EditRecord]) -> list[EditDescriptor]:
+    return [EditDescriptor(r.case_id, r.prompt, r.target_new) for r in records]
+
+
+def out_of_scope_owners(records: Sequence[EditRecord], count: int) -> list[int]:
+    """For the first ``count`` out-of-scope prompts of a batch (as :func:`select_out_of_scope` orders them), the
+    record that brought each one (a hard out-of-scope prompt is then shown with its own look-alike edit)."""
+    owners = []
+    for pair in select_out_of_scope(records)[:count]:
+        owners.append(next(i for i, r in enumerate(records) if pair in (*r.out_of_scope, *r.hard_out_of_scope)))
+    return owners
+
+
+class CounterfactualModel(LightningModule):
+    """``descriptor + query -> answer``; trainable on its own (with the frozen base model for its locality term)
+    or inside SERAC."""
+
+    def __init__(self, model: ModelSpec | None = None, base: ModelSpec | None = None, lr: float = 1.0e-5,
+                 c_loc: float = 1.0, template: str = "{prompt} {target}\n", trainable: list[str] | None = None) -> None:
+        """
+        Args:
+            model: the counterfactual LM (a causal LM with the base model's tokenizer); loaded as its own trainable
+                copy even when it names the base model.
+            base: the base model, whose predictions out of scope the locality term keeps (default: ``model``).
+            lr: learning rate.
+            c_loc: weight of the locality term (KL from the base model on out-of-scope prompts).
+            template: how an edit descriptor is written before the query (``{prompt}``, ``{target}``).
+            trainable: glob patterns naming the weights that training changes (default: all); the rest stay as
+                loaded (e.g. only the top blocks: cheaper backward passes and optimizer state).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = model or ModelSpec()
+        self.base_spec = base or self.spec
+        if self.spec.kind != "causal":
+            raise ValueError(f"the counterfactual model must be a causal LM, got kind {self.spec.kind!r}")
+        where, gguf_file = resolve_model_path(self.spec)
+        self.lm = _load_pretrained(where, "causal", self.spec.torch_dtype, gguf_file, self.spec.attn_implementation)
+        if trainable is not None:
+            chosen = set(editable_parameters(self.lm, trainable))
+            for name, parameter in self.lm.named_parameters():
+                parameter.requires_grad_(name in chosen)
+        self.tokenizer = load_tokenizer(self.spec)
+        self.lr, self.c_loc, self.template = lr, c_loc, template
+        self.max_positions = context_length(self.lm.config)
+
+    @property
+    def base(self) -> Any:
+        """The frozen base model (the process-wide shared instance, never trained here)."""
+        return load_model(self.base_spec)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> CounterfactualModel:
+        """``.to(device)`` reaches the (unregistered) base model that the locality term reads."""
+        super()._apply(fn, recurse)
+        self.base._apply(fn, recurse)
+        return self
+
+    def forward(self, examples: TokenizedExamples, descriptors: Sequence[EditDescriptor]) -> Tensor:
+        """Aligned logits ``[rows, seq - 1, vocab]`` of each query row, read after its edit's descriptor.
+
+        A descriptor that does not fit before its query in the model's context keeps its last tokens; a query that
+        leaves no room for any descriptor token is an error.
+        """
+        if len(descriptors) != len(examples):
+            raise ValueError(f"{len(examples)} queries but {len(descriptors)} edit descriptors")
+        lengths = examples.attention_mask.sum(1).tolist()
+        rows, offsets = [], []
+        for row, length, d in zip(examples.input_ids, lengths, descriptors, strict=True):
+            prefix = self.tokenizer(self.template.format(prompt=d.prompt, target=d.target),
+                                    add_special_tokens=True)["input_ids"]
+            if self.max_positions is not None:
+                room = self.max_positions - int(length)
+                if room < 1:
+                    raise ValueError(f"a query of {length} tokens leaves no room for its edit in the counterfactual "
+                                     f"model's context of {self.max_positions} tokens; lower max_length")
+                prefix = prefix[-room:]
+            rows.append(prefix + row[: int(length)].tolist())
+            offsets.append(len(prefix))
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
+        logits = self.lm(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False).logits
+        # Position offset + t holds query token t and predicts token t + 1: the query's aligned logit t.
+        steps = examples.input_ids.shape[1] - 1
+        index = (torch.tensor(offsets, device=logits.device)[:, None] + torch.arange(steps, device=logits.device))
+        index = index.clamp_max(width - 1)
+        return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
+
+    def loss(self, batch: EditBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """NLL of the new targets on in-scope prompts + ``c_loc`` · KL(base || counterfactual) out of scope."""
+        records = batch.records
+        if not records:
+            raise ValueError("training the counterfactual model needs the batch's records (its edit descriptors)")
+        descriptors = descriptors_of(records)
+        owners = [i for i, r in enumerate(records) for _ in r.in_scope]
+        post_in = self(batch.in_scope, [descriptors[i] for i in owners])
+        in_labels = batch.in_scope.labels[:, 1:]
+        edit_loss = nll_loss(post_in, in_labels)
+        logged = {"train/cf_edit_loss": edit_loss.detach(), "train/cf_es": edit_success(post_in.detach(), in_labels)}
+        loss = edit_loss
+        if self.c_loc > 0:
+            owners_out = out_of_scope_owners(records, len(batch.out_of_scope))
+            with torch.no_grad():
+                pre_out, _ = aligned_logits(self.base, batch.out_of_scope, "causal")
+            post_out = self(batch.out_of_scope, [descriptors[i] for i in owners_out])
+            loc_loss = locality_kl(pre_out, post_out, prediction_mask(batch.out_of_scope, "causal"))
+            loss = loss + self.c_loc * loc_loss
+            logged["train/cf_loc_loss"] = loc_loss.detach()
+        return loss, logged
+
+    def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor:
+        loss, logged = self.loss(batch)
+        self.log_dict(logged, batch_size=len(batch))
+        return loss
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch.to(device) if isinstance(batch, EditBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.lm.parameters() if p.requires_grad], "lr": self.lr}]
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.param_groups())

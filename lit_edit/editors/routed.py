@@ -1,0 +1,149 @@
+"""Memory-based edits: each query is answered either by the untouched base model or by the editor.
+
+SERAC and the edit cache never change a weight. Their edit is a memory plus a router that, per query row,
+names the stored edit it falls in the scope of (or none); :class:`RoutedModel` then assembles logits aligned
+with the query's labels from the base model's rows and the editor's rows, so the shared scoring in
+:meth:`lit_edit.editors.base.Editor.score` needs nothing special.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
+from lit_edit.editors.edited_model import EditedModel, EditFailedError, aligned_logits
+
+#: Edit index of a row that no stored edit covers: the base model answers it.
+NO_EDIT = -1
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Per query row, the index of the stored edit that answers it (:data:`NO_EDIT` for the base model).
+
+    ``base_logits``: aligned logits of the base model for every row, when routing had to compute them anyway
+    (the cache routes by the base model's own hidden states); they are then reused, not recomputed.
+    """
+
+    edits: Tensor
+    base_logits: Tensor | None = None
+
+
+class Router(ABC):
+    """Decides which stored edit covers each query, and answers the covered ones."""
+
+    @abstractmethod
+    def route(self, examples: TokenizedExamples) -> Routing:
+        """The stored edit (or :data:`NO_EDIT`) for each row of ``examples``."""
+
+    @abstractmethod
+    def answer(self, examples: TokenizedExamples, edits: Tensor, base_logits: Tensor | None) -> Tensor:
+        """Aligned causal logits ``[rows, seq - 1, vocab]`` for rows covered by ``edits`` (one index per row);
+        ``base_logits`` are the base model's logits for those rows when routing computed them."""
+
+    @property
+    def empty(self) -> bool:
+        """True when no edit is stored: every query goes to the base model."""
+        return False
+
+
+def prompt_positions(examples: TokenizedExamples) -> Tensor:
+    """BoolTensor ``[batch, seq]``: the prompt's tokens (unlabelled and not padding) of causal examples."""
+    return (examples.labels == IGNORE_INDEX) & (examples.attention_mask == 1)
+
+
+def prompt_texts(examples: TokenizedExamples, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Each row's prompt as text (a query's scope is decided on its prompt, never on the answer it is scored on)."""
+    mask = prompt_positions(examples).cpu()
+    ids = examples.input_ids.cpu()
+    return [tokenizer.decode(row[keep], skip_special_tokens=True).strip() for row, keep in zip(ids, mask, strict=True)]
+
+
+class RoutedModel(EditedModel):
+    """The base model plus a memory of edits: rows the router assigns to an edit are answered by the editor.
+
+    Causal LMs only. The base model's weights are never written; ``params`` stays empty.
+    """
+
+    def __init__(self, base: PreTrainedModel, kind: str, router: Router) -> None:
+        if kind != "causal":
+            raise ValueError(f"memory-based editors answer causal LMs only, got kind {kind!r}")
+        super().__init__(base, kind, {})
+        self.router = router
+
+    @property
+    def changes_outputs(self) -> bool:
+        return not self.router.empty
+
+    def logits(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
+        labels = examples.labels[:, 1:]
+        if self.router.empty:
+            return aligned_logits(self.base, examples, self.kind)
+        routing = self.router.route(examples)
+        edits = routing.edits.to(examples.input_ids.device)
+        covered = edits != NO_EDIT
+        if not covered.any():
+            return (routing.base_logits if routing.base_logits is not None
+                    else aligned_logits(self.base, examples, self.kind)[0]), labels
+        rows, base_rows = covered.nonzero().squeeze(1), (~covered).nonzero().squeeze(1)
+        base_logits = routing.base_logits
+        answered = self.router.answer(examples.select(rows), edits[rows],
+                                      None if base_logits is None else base_logits[rows])
+        if base_logits is None:
+            logits = answered.new_empty((len(examples), labels.shape[1], answered.shape[-1]))
+            if base_rows.numel():
+                logits[base_rows] = aligned_logits(self.base, examples.select(base_rows), self.kind)[0].to(logits.dtype)
+        else:
+            logits = base_logits.clone()
+        logits[rows] = answered.to(logits.dtype)
+        return logits, labels
+
+    @contextmanager
+    def applied(self) -> Iterator[nn.Module]:
+        """A module whose ``generate`` decodes greedily through the routed logits (a memory has no weights to
+        write in); the base model itself is untouched."""
+        yield RoutedGenerator(self)
+
+    def materialize(self) -> PreTrainedModel:
+        raise EditFailedError("a memory-based edit (SERAC, cache) lives in its memory, not in the weights: there is "
+                              "no edited Hugging Face checkpoint to save; save the editor's memory instead")
+
+
+class RoutedGenerator(nn.Module):
+    """Greedy decoding through :meth:`RoutedModel.logits`: enough for ``generation.greedy_completion``."""
+
+    def __init__(self, routed: RoutedModel) -> None:
+        super().__init__()
+        self.base = routed.base
+        self.__dict__["routed"] = routed  # not a submodule: it is no module
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, max_new_tokens: int = 12,
+                 pad_token_id: int | None = None, **_: object) -> Tensor:
+        """Append up to ``max_new_tokens`` greedy tokens to each (unpadded) prompt row; stops at EOS."""
+        eos = self.base.config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        filler = pad_token_id if pad_token_id is not None else next(iter(eos_ids), 0)
+        outputs = []
+        for prompt in input_ids:
+            generated: list[int] = []
+            for _ in range(max_new_tokens):
+                # The token to predict sits in a labelled slot, so the router sees only the prompt as the query.
+                ids = torch.cat([prompt, prompt.new_tensor([*generated, filler])])
+                labels = torch.cat([torch.full_like(prompt, IGNORE_INDEX), prompt.new_tensor([*generated, filler])])
+                step = TokenizedExamples(ids[None], torch.ones_like(ids)[None], labels[None])
+                logits, _ = self.__dict__["routed"].logits(step)
+                token = int(logits[0, -1].argmax())
+                generated.append(token)
+                if token in eos_ids:
+                    break
+            outputs.append(torch.cat([prompt, prompt.new_tensor(generated)]))
+        width = max(len(row) for row in outputs)
+        return torch.stack([torch.cat([row, row.new_full((width - len(row),), filler)]) for row in outputs])

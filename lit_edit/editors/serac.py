@@ -1,0 +1,126 @@
+"""SERAC: Semi-parametric Editing with a Retrieval-Augmented Counterfactual model (Mitchell et al., ICML 2022).
+
+The base model stays frozen. An edit is stored in an :class:`~lit_edit.editors.memory.EditMemory` keyed by the
+scope classifier's embedding of the edit's input. A query is embedded once and compared with every stored edit
+in one matrix product; if the most similar edit's scope probability reaches ``threshold``, the counterfactual
+model answers the query given that edit's descriptor, otherwise the untouched base model answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from lit_edit.data.batch import EditBatch, TokenizedExamples
+from lit_edit.data.records import EditRecord
+from lit_edit.editors.base import Editor
+from lit_edit.editors.counterfactual import CounterfactualModel, descriptors_of
+from lit_edit.editors.memory import EditMemory
+from lit_edit.editors.routed import NO_EDIT, RoutedModel, Router, Routing, prompt_texts
+from lit_edit.editors.scope_classifier import DEFAULT_ENCODER, ScopeClassifier
+from lit_edit.models import ModelSpec
+
+
+class SERAC(Editor):
+    """Scope classifier + counterfactual model over an edit memory; trained with the sum of both parts' losses."""
+
+    #: Edits live in a memory, not in weights (no sequential protocol, no saved edited checkpoint).
+    memory_based: ClassVar[bool] = True
+
+    def __init__(self, model: ModelSpec | None = None, encoder: str = DEFAULT_ENCODER,
+                 counterfactual: ModelSpec | None = None, threshold: float = 0.5, lr: float = 1.0e-5,
+                 classifier_lr: float = 1.0e-5, classifier_head_lr: float = 1.0e-2, c_loc: float = 1.0,
+                 template: str = "{prompt} {target}\n", counterfactual_trainable: list[str] | None = None,
+                 checkpoint: str | None = None, max_length: int = 128) -> None:
+        """
+        Args:
+            model: the base model (frozen).
+            encoder: the scope classifier's sentence encoder (default: pretrained all-MiniLM-L6-v2) or a directory.
+            counterfactual: the counterfactual LM (default: a trainable copy of the base model); it must share the
+                base model's tokenizer.
+            threshold: scope probability at which a query is answered by the counterfactual model.
+            lr, classifier_lr, classifier_head_lr: learning rates of the counterfactual model, of the encoder and of
+                the classifier's scale and offset.
+            c_loc: weight of the counterfactual model's locality term.
+            template: how an edit descriptor is written before the query.
+            counterfactual_trainable: glob patterns of the counterfactual model's weights that training changes
+                (default: all).
+            checkpoint: a trained SERAC's checkpoint (``python train.py --config configs/serac.yaml``).
+            max_length: longest tokenized prompt.
+        """
+        super().__init__(model, max_length)
+        if self.kind != "causal":
+            raise ValueError(f"SERAC answers causal LMs only, got kind {self.kind!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"SERAC.threshold is a probability in (0, 1), got {threshold}")
+        self.save_hyperparameters(ignore=["checkpoint"])
+        self.threshold = threshold
+        self.classifier = ScopeClassifier(encoder, lr=classifier_lr, head_lr=classifier_head_lr, max_length=max_length)
+        self.counterfactual = CounterfactualModel(counterfactual or self.model_spec, self.model_spec, lr=lr,
+                                                  c_loc=c_loc, template=template, trainable=counterfactual_trainable)
+        if self.counterfactual.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError("SERAC's counterfactual model must use the base model's tokenizer: its logits stand in "
+                             "for the base model's")
+        if checkpoint:
+            self.load_editor(checkpoint)
+
+    # -- memory ----------------------------------------------------------------------------------
+    def new_memory(self) -> EditMemory:
+        return EditMemory(self.classifier.encoder.config.hidden_size, "cosine", self.device)
+
+    @torch.no_grad()
+    def memory_for(self, records: Sequence[EditRecord], memory: EditMemory | None = None) -> EditMemory:
+        """``records`` added to ``memory`` (default: a new one), keyed by their embedded edit inputs; all or nothing."""
+        memory = memory if memory is not None else self.new_memory()
+        memory.add(descriptors_of(records), self.classifier.embed([r.prompt for r in records]))
+        return memory
+
+    def routed(self, memory: EditMemory) -> RoutedModel:
+        """The base model answering through ``memory`` (any size: e.g. one loaded with :meth:`EditMemory.load`)."""
+        return RoutedModel(self.model, self.kind, SeracRouter(self, memory))
+
+    def edit(self, batch: EditBatch) -> RoutedModel:
+        if len(batch.records) != len(batch):
+            raise ValueError(f"SERAC stores edit descriptors: the batch has {len(batch)} edits but "
+                             f"{len(batch.records)} records")
+        return self.routed(self.memory_for(batch.records))
+
+    # -- training ----------------------------------------------------------------------------------
+    def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
+        scope_loss, scope_accuracy = self.classifier.loss(batch.records)
+        cf_loss, logged = self.counterfactual.loss(batch)
+        loss = scope_loss + cf_loss
+        if not torch.isfinite(loss):
+            return self.skip_step()
+        self.log_dict({"train/loss": loss, "train/scope_loss": scope_loss, "train/scope_accuracy": scope_accuracy,
+                       **logged}, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam([*self.classifier.param_groups(), *self.counterfactual.param_groups()])
+
+
+class SeracRouter(Router):
+    """Routes by the scope classifier over the memory's keys; the counterfactual model answers routed rows."""
+
+    def __init__(self, serac: SERAC, memory: EditMemory) -> None:
+        self.serac, self.memory = serac, memory
+
+    @property
+    def empty(self) -> bool:
+        return len(self.memory) == 0
+
+    @torch.no_grad()
+    def route(self, examples: TokenizedExamples) -> Routing:
+        queries = self.serac.classifier.embed(prompt_texts(examples, self.serac.tokenizer))
+        similarity, index = self.memory.nearest(queries)
+        in_scope = self.serac.classifier.probability(similarity) >= self.serac.threshold
+        return Routing(torch.where(in_scope, index, NO_EDIT))
+
+    @torch.no_grad()
+    def answer(self, examples: TokenizedExamples, edits: Tensor, base_logits: Tensor | None) -> Tensor:
+        descriptors = [self.memory.descriptors[i] for i in edits.tolist()]
+        return self.serac.counterfactual(examples, descriptors)

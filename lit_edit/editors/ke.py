@@ -36,12 +36,9 @@ from lit_edit.editors.edited_model import (
     EditFailedError,
     aligned_logits,
     at_least_float32,
-    locality_kl,
-    nll_loss,
-    prediction_mask,
 )
 from lit_edit.editors.mend import ActivationCapture
-from lit_edit.metrics import edit_success
+from lit_edit.editors.objective import edit_and_locality_step
 from lit_edit.models import ModelSpec, owning_module
 
 
@@ -208,22 +205,7 @@ class KE(Editor):
         return EditedModel(self.model, self.kind, params)
 
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
-        try:
-            edited = self.edit(batch)
-        except EditFailedError:
-            return self.skip_step()
-        post_in, in_labels = edited.logits(batch.in_scope)
-        edit_loss = nll_loss(post_in, in_labels)
-        with torch.no_grad():
-            pre_out, _ = self.logits(batch.out_of_scope)
-        post_out, _ = edited.logits(batch.out_of_scope)
-        loc_loss = locality_kl(pre_out, post_out, prediction_mask(batch.out_of_scope, self.kind))
-        loss = self.c_edit * edit_loss + self.c_loc * loc_loss
-        if not torch.isfinite(loss):
-            return self.skip_step()
-        self.log_dict({"train/loss": loss, "train/edit_loss": edit_loss, "train/loc_loss": loc_loss,
-                       "train/es": edit_success(post_in.detach(), in_labels)}, prog_bar=True, batch_size=len(batch))
-        return loss
+        return edit_and_locality_step(self, batch, self.c_edit, self.c_loc)
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.parameters(), lr=self.lr)

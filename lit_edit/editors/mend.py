@@ -16,9 +16,9 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edited_model import EditedModel, aligned_logits, locality_kl, nll_loss, prediction_mask
+from lit_edit.editors.edited_model import EditedModel, aligned_logits, nll_loss
+from lit_edit.editors.objective import edit_and_locality_step
 from lit_edit.editors.parameters import ParameterBank
-from lit_edit.metrics import edit_success
 from lit_edit.models import ModelSpec, owning_module
 
 
@@ -175,19 +175,7 @@ class MEND(Editor):
         return EditedModel(self.model, self.kind, params)
 
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
-        edited = self.edit(batch)
-        post_in, in_labels = edited.logits(batch.in_scope)
-        edit_loss = nll_loss(post_in, in_labels)
-        with torch.no_grad():
-            pre_out, _ = self.logits(batch.out_of_scope)
-        post_out, _ = edited.logits(batch.out_of_scope)
-        loc_loss = locality_kl(pre_out, post_out, prediction_mask(batch.out_of_scope, self.kind))
-        loss = self.c_edit * edit_loss + self.c_loc * loc_loss
-        if not torch.isfinite(loss):
-            return self.skip_step()
-        self.log_dict({"train/loss": loss, "train/edit_loss": edit_loss, "train/loc_loss": loc_loss,
-                       "train/es": edit_success(post_in.detach(), in_labels)}, prog_bar=True, batch_size=len(batch))
-        return loss
+        return edit_and_locality_step(self, batch, self.c_edit, self.c_loc)
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam([

@@ -93,3 +93,14 @@ def test_memit_with_one_fact_and_layer_is_rome_shrunk_by_its_regulariser(knowing
     key = keys_and_values(rome_editor.model, {}, rome_editor.layout.mlp_out(0), rows)[0][0].double()
     s = key @ regularised_inverse_solve(rome_editor.key_moment(0), key)
     torch.testing.assert_close(memit_delta, rome_delta * (s / (2.0 + s)).float(), rtol=1.0e-3, atol=1.0e-5)
+
+
+def test_causal_tracing_can_choose_the_layers(knowing_gpt2, monkeypatch):
+    """``layer_selection`` replaces the configured layer(s) by the traced one (and its neighbours, for MEMIT)."""
+    from lit_edit.tracing import LayerSelection
+
+    monkeypatch.setattr(LayerSelection, "select", lambda self, model, tokenizer, layout=None: 1)
+    traced = rome(knowing_gpt2, layer_selection=LayerSelection())
+    assert traced.layer == 1 and traced.editable_names == ["transformer.h.1.mlp.c_proj.weight"]
+    memit = MEMIT(knowing_gpt2, layers=[0], statistics=STATISTICS, layer_selection=LayerSelection(neighbours=1))
+    assert memit.layers == [0, 1]

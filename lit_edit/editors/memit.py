@@ -28,6 +28,7 @@ from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
 from lit_edit.key_statistics import KeyStatisticsSpec, well_conditioned
 from lit_edit.model_layout import LayoutSpec, weight_orientation
 from lit_edit.models import ModelSpec
+from lit_edit.tracing import LayerSelection
 
 
 class MEMIT(LocatingEditor):
@@ -37,7 +38,7 @@ class MEMIT(LocatingEditor):
                  layout: LayoutSpec | None = None, statistics: KeyStatisticsSpec | None = None,
                  target: TargetOptimisation | None = None, prefixes: ContextPrefixes | None = None,
                  moment_weight: float | None = None, facts_per_chunk: int = 32, max_condition: float = 1.0e6,
-                 max_length: int = 128) -> None:
+                 max_length: int = 128, layer_selection: LayerSelection | None = None) -> None:
         """
         Args:
             layers: the blocks whose MLP output projections share each edit (ascending; the last one holds z*).
@@ -45,11 +46,14 @@ class MEMIT(LocatingEditor):
                 A key k adds kᵀ(λC)⁻¹k ≈ width/λ to the solve, so λ is relative to the MLP's width: by default
                 width × 0.92, the ratio of MEMIT's λ = 15,000 to GPT-J's 16,384-wide MLP.
             facts_per_chunk: facts whose targets are searched for (and keys read) in one batch.
+            layer_selection: choose ``layers`` by causal tracing instead: the traced layer and ``neighbours`` on
+                each side (:class:`lit_edit.tracing.LayerSelection`).
         """
         layers = sorted(layers if layers is not None else [3, 4, 5, 6, 7])
-        super().__init__(model, layers, layout, statistics, target, prefixes, max_condition, max_length)
+        super().__init__(model, layers, layout, statistics, target, prefixes, max_condition, max_length,
+                         layer_selection)
         self.save_hyperparameters()
-        width = self.key_moment_width(layers[0])
+        width = self.key_moment_width(self.layers[0])
         self.moment_weight = moment_weight if moment_weight is not None else width * 15000.0 / 16384.0
         self.facts_per_chunk = facts_per_chunk
 

@@ -30,6 +30,7 @@ from lit_edit.editors.key_value import (
 from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, regularised_inverse_solve
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
 from lit_edit.models import ModelSpec
+from lit_edit.tracing import LayerSelection
 
 
 @dataclass
@@ -48,11 +49,14 @@ class LocatingEditor(Editor):
 
     def __init__(self, model: ModelSpec | None, layers: list[int], layout: LayoutSpec | None,
                  statistics: KeyStatisticsSpec | None, target: TargetOptimisation | None,
-                 prefixes: ContextPrefixes | None, max_condition: float, max_length: int) -> None:
+                 prefixes: ContextPrefixes | None, max_condition: float, max_length: int,
+                 layer_selection: LayerSelection | None = None) -> None:
         super().__init__(model, max_length)
         if self.kind != "causal":
             raise ValueError(f"{type(self).__name__} edits causal LMs (a subject's last token feeds every later one)")
         self.layout = ModelLayout(self.model, layout)
+        if layer_selection is not None:  # causal tracing decides, once, before anything depends on the layers
+            layers = layer_selection.select_layers(self.model, self.tokenizer, self.layout)
         for layer in layers:
             if not 0 <= layer < self.layout.num_layers:
                 raise ValueError(f"layer {layer} does not exist: the model has {self.layout.num_layers} blocks")
@@ -104,7 +108,8 @@ class ROME(LocatingEditor):
 
     def __init__(self, model: ModelSpec | None = None, layer: int = 5, layout: LayoutSpec | None = None,
                  statistics: KeyStatisticsSpec | None = None, target: TargetOptimisation | None = None,
-                 prefixes: ContextPrefixes | None = None, max_condition: float = 1.0e6, max_length: int = 128) -> None:
+                 prefixes: ContextPrefixes | None = None, max_condition: float = 1.0e6, max_length: int = 128,
+                 layer_selection: LayerSelection | None = None) -> None:
         """
         Args:
             layer: the block whose MLP output projection is rewritten (causal tracing says where facts live).
@@ -113,10 +118,13 @@ class ROME(LocatingEditor):
             target: the search for v*.
             prefixes: the sampled prefixes k* and v* are averaged over.
             max_condition: C's largest condition number before a ridge is added (with a warning).
+            layer_selection: choose ``layer`` by causal tracing instead (the layer whose MLP output at the subject's
+                last token restores most of the answer; :class:`lit_edit.tracing.LayerSelection`).
         """
-        super().__init__(model, [layer], layout, statistics, target, prefixes, max_condition, max_length)
+        super().__init__(model, [layer], layout, statistics, target, prefixes, max_condition, max_length,
+                         layer_selection)
         self.save_hyperparameters()
-        self.layer = layer
+        self.layer = self.layers[0]
 
     def edit(self, batch: EditBatch) -> EditedModel:
         params: dict[str, Tensor] = {}

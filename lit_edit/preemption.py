@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,6 +43,7 @@ class CheckpointOnPreemption(Callback):
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
         self._step_at_batch_start = -1
+        self.requeue_wait = 120.0
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -71,9 +73,20 @@ class CheckpointOnPreemption(Callback):
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path)
         rank_zero_info(f"Stopping at step {trainer.global_step} on {signum.name}: saved {path}")
-        if requeue and trainer.is_global_zero:
-            requeue_slurm_job()
+        if requeue:
+            requeued = strategy.reduce_boolean_decision(trainer.is_global_zero and requeue_slurm_job(), all=False)
+            if requeued:
+                self.await_requeue_kill()
         raise Preempted(128 + int(signum))
+
+    def await_requeue_kill(self) -> None:
+        """After ``scontrol requeue``, let SLURM end this incarnation (SIGTERM, then SIGKILL) instead of exiting
+        first: a batch step that exits with an error while the requeue is still being processed can leave the
+        requeued job FAILED instead of pending. Waits at most ``requeue_wait`` seconds, then exits anyway."""
+        signal.signal(self.stop_signal, signal.SIG_DFL)
+        deadline = time.monotonic() + self.requeue_wait
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.restore_handlers()
@@ -107,16 +120,17 @@ def signal_named(name: str) -> signal.Signals:
         raise ValueError(f"unknown signal {name!r}; use a name such as SIGUSR1 or SIGTERM") from None
 
 
-def requeue_slurm_job() -> None:
-    """``scontrol requeue`` this job (an array job's own task); no-op outside SLURM."""
+def requeue_slurm_job() -> bool:
+    """``scontrol requeue`` this job (an array job's own task); no-op outside SLURM. True if it was requeued."""
     job = os.environ.get("SLURM_JOB_ID")
     if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     if job is None:
         rank_zero_info("Not in a SLURM job: nothing to requeue; run train.py again to resume.")
-        return
+        return False
     done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if done.returncode != 0:
         rank_zero_warn(f"scontrol requeue {job} failed ({done.stderr.strip()}); resubmit the job to resume")
-    else:
-        rank_zero_info(f"Requeued SLURM job {job}; it resumes from the checkpoint when it starts again.")
+        return False
+    rank_zero_info(f"Requeued SLURM job {job}; it resumes from the checkpoint when it starts again.")
+    return True

@@ -150,12 +150,16 @@ def keys_and_values(model: PreTrainedModel, params: dict[str, Tensor], module: n
     with captured(module) as seen:
         run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
     index = torch.arange(len(rows.fact))
-    inputs = seen["input"][index, rows.subject_position].float()
-    outputs = seen["output"][index, rows.subject_position].float()
+    return mean_per_fact(seen["input"][index, rows.subject_position], rows), seen["output"][index, rows.subject_position].float()
+
+
+def mean_per_fact(values: Tensor, rows: FactRows) -> Tensor:
+    """Per fact, the mean of ``values`` (one per row) over that fact's contexts."""
+    values = values.float()
     facts = int(rows.fact.max()) + 1
-    keys = torch.zeros(facts, inputs.shape[-1], device=inputs.device).index_add_(0, rows.fact.to(inputs.device), inputs)
-    counts = torch.bincount(rows.fact, minlength=facts).to(inputs.device).unsqueeze(-1)
-    return keys / counts, outputs
+    fact = rows.fact.to(values.device)
+    sums = torch.zeros(facts, values.shape[-1], device=values.device).index_add_(0, fact, values)
+    return sums / torch.bincount(fact, minlength=facts).unsqueeze(-1)
 
 
 def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str, module: nn.Module, rows: FactRows,

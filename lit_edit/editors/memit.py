@@ -18,14 +18,16 @@ from lit_edit.editors.key_value import (
     FactRequest,
     FactRows,
     TargetOptimisation,
+    captured,
     essence_rows,
     fact_rows,
-    keys_and_values,
     least_squares_update,
+    mean_per_fact,
     optimise_shift,
+    run,
 )
 from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
-from lit_edit.key_statistics import KeyStatisticsSpec, well_conditioned
+from lit_edit.key_statistics import KeyStatisticsSpec
 from lit_edit.model_layout import LayoutSpec, weight_orientation
 from lit_edit.models import ModelSpec
 from lit_edit.tracing import LayerSelection
@@ -67,8 +69,7 @@ class MEMIT(LocatingEditor):
             keys, states = self.keys_and_states(layer, params, rows)
             residual = (targets - states) / (len(self.layers) - done)
             with torch.no_grad():
-                regulariser = self.moment_weight * well_conditioned(self.key_moment(layer), self.max_condition,
-                                                                    f"C of {self.layout.mlp_out_name(layer)}")
+                regulariser = self.moment_weight * self.key_moment(layer)
                 delta = least_squares_update(keys, residual, regulariser)
             params = self.with_delta(layer, params, delta)
         return EditedModel(self.model, self.kind, params)
@@ -87,11 +88,14 @@ class MEMIT(LocatingEditor):
         return state + shift
 
     def keys_and_states(self, layer: int, params: dict[str, Tensor], rows: list[FactRows]) -> tuple[Tensor, Tensor]:
-        """All facts' keys at ``layer`` and hidden states at the last edited layer, under the edits so far."""
+        """All facts' keys at ``layer`` and hidden states at the last edited layer, under the edits so far (one
+        forward pass per chunk reads both)."""
         keys, states = [], []
         for chunk in rows:
-            chunk_keys, _ = keys_and_values(self.model, params, self.layout.mlp_out(layer), chunk)
-            _, outputs = keys_and_values(self.model, params, self.layout.blocks[self.layers[-1]], chunk)
-            keys.append(chunk_keys)
-            states.append(outputs[chunk.unprefixed])
+            with captured(self.layout.mlp_out(layer)) as key_seen, \
+                    captured(self.layout.blocks[self.layers[-1]]) as state_seen, torch.no_grad():
+                run(self.model, params, input_ids=chunk.examples.input_ids,
+                    attention_mask=chunk.examples.attention_mask)
+            keys.append(mean_per_fact(key_seen["input"][torch.arange(len(chunk.fact)), chunk.subject_position], chunk))
+            states.append(state_seen["output"][chunk.unprefixed, chunk.subject_position[chunk.unprefixed]].float())
         return torch.cat(keys), torch.cat(states)

@@ -27,7 +27,7 @@ from lit_edit.editors.key_value import (
     optimise_shift,
     rank_one_update,
 )
-from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, regularised_inverse_solve
+from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, well_conditioned
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
 from lit_edit.models import ModelSpec
 from lit_edit.tracing import LayerSelection
@@ -78,10 +78,13 @@ class LocatingEditor(Editor):
         return self._prefixes
 
     def key_moment(self, layer: int) -> Tensor:
-        """C for ``layer``, estimated once (and cached on disk) the first time it is needed."""
+        """C for ``layer`` in float64, estimated once (and cached on disk) the first time it is needed, and
+        regularised once if ill-conditioned (one warning, not one per edit)."""
         if layer not in self._moments:
-            self._moments.update(estimate_key_moments(self.model, self.tokenizer, self.layout, self.layers,
-                                                      self.statistics))
+            estimated = estimate_key_moments(self.model, self.tokenizer, self.layout, self.layers, self.statistics)
+            self._moments.update({
+                key: well_conditioned(moment, self.max_condition, f"C of {self.layout.mlp_out_name(key)}")
+                for key, moment in estimated.items() if key not in self._moments})
         return self._moments[layer].to(self.device)
 
     def requests(self, batch: EditBatch) -> list[FactRequest]:
@@ -143,6 +146,5 @@ class ROME(LocatingEditor):
         bias = None if getattr(module, "bias", None) is None else module.bias.float()
         residual = (value + shift) - current_values(weight, bias, keys)
         with torch.no_grad():
-            direction = regularised_inverse_solve(self.key_moment(self.layer), keys[0], self.max_condition,
-                                                  name=f"C of {self.layout.mlp_out_name(self.layer)}")
+            direction = torch.linalg.solve(self.key_moment(self.layer), keys[0].double())
         return rank_one_update(keys[0], residual[0], direction)

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lit_edit.data.datamodule import group_batches
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.generation import before_and_after
@@ -42,19 +43,24 @@ class EditExamples(Callback):
                 logger.experiment.add_text(f"edit_examples{suffix}", text, global_step=trainer.global_step)
 
     def examples(self, editor: Editor, records: list, collate: Any) -> str:
-        """A markdown table: each record's prompt, a paraphrase and a look-alike, before and after its edit."""
+        """A markdown table: each record's prompt, a paraphrase and a look-alike, before and after its edit; a chain
+        of edits (records of one ``group``) is made at once, and its first portability question is asked too."""
         lines = ["| prompt | new target | before | after |", "|---|---|---|---|"]
-        for record in records:
-            batch = collate([record]).to(editor.device)
+        for indices in group_batches(records, 1):
+            chain = [records[i] for i in indices]
+            batch = collate(chain).to(editor.device)
             try:
                 with torch.inference_mode(False), torch.enable_grad():
                     edited = editor.edit(batch)
             except (EditFailedError, RuntimeError) as error:
-                lines.append(f"| {record.prompt} | {record.target_new} | edit failed: {error} | |")
+                lines += [f"| {record.prompt} | {record.target_new} | edit failed: {error} | |" for record in chain]
                 continue
-            prompts = [record.prompt, *record.paraphrases[:1], *(p.prompt for p in record.hard_out_of_scope[:1])]
-            for prompt, (before, after) in zip(prompts, before_and_after(editor, edited, prompts, self.max_new_tokens),
-                                               strict=True):
+            asked = [(prompt, record.target_new) for record in chain for prompt in
+                     (record.prompt, *record.paraphrases[:1], *(p.prompt for p in record.hard_out_of_scope[:1]))]
+            asked += [(p.prompt, p.target) for record in chain for p in record.portability[:1]]
+            prompts = [prompt for prompt, _ in asked]
+            for (prompt, target), (before, after) in zip(
+                    asked, before_and_after(editor, edited, prompts, self.max_new_tokens), strict=True):
                 before, after = before.replace("|", "/"), after.replace("|", "/")  # keep the table's cells
-                lines.append(f"| {prompt} | {record.target_new} | {before} | {after} |")
+                lines.append(f"| {prompt} | {target} | {before} | {after} |")
         return "\n".join(lines)

@@ -36,8 +36,13 @@ COLUMNS = (
     ("para. score", "paraphrase_score", "{:.3f}"),
     ("neigh. score", "neighbourhood_score", "{:.3f}"),
     ("fluency", "fluency", "{:.2f}"),
+    ("portability", "portability", "{:.3f}"),
+    ("pre-edit port.", "pre_portability", "{:.3f}"),
+    ("port. token acc.", "portability_token_accuracy", "{:.3f}"),
     ("edit s/edit", "edit_seconds", "{:.3f}"),
 )
+#: Columns left out of the table when no editor has a figure for them (data without portability questions).
+OPTIONAL_COLUMNS = frozenset({"portability", "pre_portability", "portability_token_accuracy"})
 
 
 class EditorSuite(LightningModule):
@@ -199,12 +204,14 @@ class EditorSuite(LightningModule):
 
 def results_table(results: list[dict[str, Any]]) -> str:
     """A markdown table, one row per editor."""
-    head = "| editor | " + " | ".join(h for h, _, _ in COLUMNS) + " | failed |"
-    rule = "|---" * (len(COLUMNS) + 2) + "|"
+    columns = [(heading, key, fmt) for heading, key, fmt in COLUMNS if key not in OPTIONAL_COLUMNS
+               or any(not math.isnan(record["metrics"].get(key, math.nan)) for record in results)]
+    head = "| editor | " + " | ".join(h for h, _, _ in columns) + " | failed |"
+    rule = "|---" * (len(columns) + 2) + "|"
     rows = []
     for record in results:
         cells = []
-        for _, key, fmt in COLUMNS:
+        for _, key, fmt in columns:
             value = record["metrics"].get(key, math.nan)
             cells.append("n/a" if math.isnan(value) else fmt.format(value))
         rows.append(f"| {record['editor']} | " + " | ".join(cells) + f" | {record.get('failed_edits', 0)} |")

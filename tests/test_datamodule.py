@@ -7,7 +7,7 @@ import torch
 from conftest import synthetic_records, word_tokenizer
 
 from lit_edit.data.batch import SAME_RELATION, SAME_SUBJECT, UNRELATED, PromptTokenizer, select_out_of_scope
-from lit_edit.data.datamodule import EditDataModule, resolve_data_path
+from lit_edit.data.datamodule import EditDataModule, group_batches, resolve_data_path
 from lit_edit.data.records import LabeledPrompt
 from lit_edit.metrics import IGNORE_INDEX
 from lit_edit.models import ModelSpec, editable_parameters, load_model
@@ -53,6 +53,28 @@ def test_out_of_scope_rows_say_whether_they_are_unrelated_or_which_look_alike():
     assert chosen == [*record.out_of_scope, *record.hard_out_of_scope]
     # the far fact; the same subject with the other relation; the same relation with a neighbouring subject
     assert batch.out_of_scope_kind.tolist() == [UNRELATED, SAME_SUBJECT, SAME_RELATION]
+
+
+def test_chained_edits_are_never_split_across_evaluation_batches():
+    from dataclasses import replace
+    base = synthetic_records()[:7]
+    groups = [None, "a", "a", None, "b", "b", "b"]  # sizes 1, 2, 1, 3
+    records = [replace(r, group=g) for r, g in zip(base, groups, strict=True)]
+    assert group_batches(records, 1) == [[0], [1, 2], [3], [4, 5, 6]]
+    assert group_batches(records, 3) == [[0, 1, 2], [3], [4, 5, 6]]  # packed whole, never cut
+    assert group_batches(records, 4) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert group_batches(base, 3) == [[0, 1, 2], [3, 4, 5], [6]]  # no groups: plain batches of k
+
+
+def test_portability_questions_are_tokenized_with_the_batch():
+    tokenizer = PromptTokenizer(word_tokenizer())
+    first, second = synthetic_records()[:2]
+    question = LabeledPrompt(second.prompt, second.target_new)
+    from dataclasses import replace
+    batch = tokenizer.batch([replace(first, portability=(question,)), second])
+    assert batch.portability is not None and len(batch.portability) == 1
+    assert torch.equal(batch.portability.labels, tokenizer([question]).labels)
+    assert tokenizer.batch([first, second]).portability is None
 
 
 def test_datamodule_is_seeded_and_reproducible(tiny_models, synthetic_splits):

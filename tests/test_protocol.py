@@ -14,6 +14,7 @@ from lightning.pytorch import Trainer
 from lit_edit.__main__ import main
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.data.readers import write_edit_records
+from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors import FineTune
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.suite import EditorSuite
@@ -75,6 +76,18 @@ def test_batch_mode_makes_all_k_edits_before_measuring(knowing_gpt2, tmp_path):
           "--out", str(tmp_path / "report")])
     assert (tmp_path / "report" / "batch_sizes.png").read_bytes()[:8] == PNG
     assert len((tmp_path / "report" / "results.md").read_text().splitlines()) == 4  # header, rule, two runs
+
+
+def test_a_chain_of_edits_is_made_at_once_and_its_portability_asked_after_all_of_them(knowing_gpt2, tmp_path):
+    first, second, alone = synthetic_records()[:3]
+    # MQuAKE-style: two chained edits; the chain's question is answerable only once the second edit is made too.
+    question = LabeledPrompt(second.prompt, second.target_new)
+    chain = [replace(first, group="chain", portability=(question,)), replace(second, group="chain")]
+    results, editor = evaluate(knowing_gpt2, [*chain, alone], tmp_path / "r.json", k=1)
+    assert editor.calls == [[first.case_id, second.case_id], [alone.case_id]]
+    metrics = results[0]["metrics"]
+    assert metrics["pre_portability"] == 0.0 and metrics["portability"] == 1.0
+    assert "| portability | pre-edit port. |" in (tmp_path / "r.md").read_text()
 
 
 def test_sequential_retention_is_measured_on_the_model_after_the_last_edit(knowing_gpt2, tmp_path):

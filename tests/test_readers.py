@@ -15,6 +15,8 @@ from lit_edit.data.readers import (
     load_edit_records,
     read_counterfact_easyedit,
     read_edit_records,
+    read_knowedit,
+    read_mquake,
     read_rome_counterfact,
     read_zsre_mend,
     write_edit_records,
@@ -136,11 +138,54 @@ def test_users_prompt_target_jsonl() -> None:
         load_edit_records(FIXTURES / "prompt_target.jsonl")
 
 
+def test_mquake_chains_are_groups_with_multi_hop_questions_and_untouched_hops() -> None:
+    records = read_mquake(FIXTURES / "mquake.json")
+    assert [(r.case_id, r.group) for r in records] == [("7:0", "7"), ("8:0", "8"), ("8:1", "8")]
+    assert records[0] == EditRecord(
+        case_id="7:0", prompt="Halvard Brenning is a citizen of", target_new="Norvalia", subject="Halvard Brenning",
+        target_true="Denmark", relation="P27",
+        paraphrases=("What is the country of citizenship of Halvard Brenning?",),
+        # The second hop is not edited (orig.new_triples against orig.edit_triples): it keeps its answer.
+        out_of_scope=(LabeledPrompt("The head of state of Norvalia is", "Ilse Varn"),),
+        portability=(LabeledPrompt("Who is the head of state of the country Halvard Brenning is a citizen of?", "Ilse Varn"),
+                     LabeledPrompt("Who heads the state whose citizen Halvard Brenning is?", "Ilse Varn"),
+                     LabeledPrompt("Halvard Brenning is a citizen of a country whose head of state is who?", "Ilse Varn")),
+        group="7",
+    )
+    chain = records[1:]
+    assert [r.prompt for r in chain] == ["The author of Under the Lilac Tree is", "Mara Ellison was born in"]
+    assert chain[0].portability == (LabeledPrompt("Where was the author of Under the Lilac Tree born?", "Saltby"),)
+    assert chain[1].portability == () and chain[1].paraphrases == ()  # asked once per chain; no question given
+    # Both hops of case 8 are edited (found by cloze, no triples): it borrows case 7's untouched hop.
+    assert chain[0].out_of_scope == records[0].out_of_scope and chain[1].out_of_scope == ()
+
+
+def test_knowedit_portability_and_locality_categories() -> None:
+    counterfact, zsre, wikibio = read_knowedit(FIXTURES / "knowedit.json")
+    assert counterfact == EditRecord(
+        case_id="0", prompt="The name of the position held by Frederic Piesch is", target_new="Archbishop of Saltby",
+        subject="Frederic Piesch", target_true="mayor of Brenmoor",
+        hard_out_of_scope=(
+            LabeledPrompt("The gender of Frederic Piesch is", "male"),
+            LabeledPrompt("The name of the position held by Frederic Piesch, which is not Archbishop of Saltby, is",
+                          "mayor of Brenmoor")),
+        portability=(LabeledPrompt("The name of the position held by Frederic of Pieschen is", "Archbishop of Saltby"),),
+    )
+    assert zsre.target_true == "Aspidoceratidae" and zsre.paraphrases == ("What family are Epaspidoceras?",)
+    assert zsre.hard_out_of_scope == (LabeledPrompt("The taxon rank of Epaspidoceras is", "genus"),)  # first alias
+    assert zsre.portability == (LabeledPrompt("What is the common name for the family Epaspidoceras belongs to?",
+                                              "Owlet moths"), LabeledPrompt("Is Epaspidoceras a moth?", "yes"))
+    assert (wikibio.subject, wikibio.target_new) == ("halvard brenning", "He studied in Saltby and exhibited widely.")
+    assert wikibio.prompt.startswith("This is a Wikipedia passage about halvard brenning.")
+
+
 @pytest.mark.parametrize(("name", "reader", "index", "line", "field"), [
     ("zsre_missing_alt.json", read_zsre_mend, 2, 20, "alt"),
     ("counterfact_easyedit_bad_rephrase.json", read_counterfact_easyedit, 1, 11, "rephrase_prompt"),
     ("rome_missing_target_new_str.json", read_rome_counterfact, 1, 37, "requested_rewrite.target_new.str"),
     ("lit_edit_missing_target.jsonl", read_edit_records, 1, 3, "target_new"),
+    ("mquake_missing_new_answer.json", read_mquake, 1, 3, "new_answer"),
+    ("knowedit_empty_answer.json", read_knowedit, 1, 3, "portability.Reasoning[0].ground_truth"),
 ])
 def test_malformed_record_is_located(name: str, reader, index: int, line: int, field: str) -> None:
     path = FIXTURES / name
@@ -189,7 +234,8 @@ def test_non_object_record_is_rejected(tmp_path: Path) -> None:
 def test_write_read_round_trip(tmp_path: Path, suffix: str) -> None:
     records = (read_rome_counterfact(FIXTURES / "rome_counterfact.json")
                + read_zsre_mend(FIXTURES / "zsre_mend_full.json")
-               + read_edit_records(FIXTURES / "lit_edit_records.jsonl"))
+               + read_edit_records(FIXTURES / "lit_edit_records.jsonl")
+               + read_mquake(FIXTURES / "mquake.json") + read_knowedit(FIXTURES / "knowedit.json"))
     path = write_edit_records(records, tmp_path / "out" / f"records{suffix}")
     assert read_edit_records(path) == records
     assert load_edit_records(path) == records
@@ -205,6 +251,8 @@ def test_write_read_round_trip(tmp_path: Path, suffix: str) -> None:
     ("counterfact_easyedit.json", "counterfact_easyedit"),
     ("rome_counterfact.json", "rome_counterfact"),
     ("lit_edit_records.jsonl", "lit_edit"),
+    ("mquake.json", "mquake"),
+    ("knowedit.json", "knowedit"),
 ])
 def test_auto_format_detection(name: str, fmt: str) -> None:
     path = FIXTURES / name

@@ -46,7 +46,8 @@ class EditBatch:
     paraphrases (-> new target), ``in_scope_is_paraphrase`` marks the paraphrase rows;
     ``out_of_scope``: prompts about other facts with their answers, none about a subject edited in
     this batch; ``out_of_scope_kind`` says of each row whether it is unrelated (:data:`UNRELATED`) or a
-    look-alike with the same subject (:data:`SAME_SUBJECT`) or the same relation (:data:`SAME_RELATION`).
+    look-alike with the same subject (:data:`SAME_SUBJECT`) or the same relation (:data:`SAME_RELATION`);
+    ``portability``: the records' portability questions (-> the answer after the edit), None when they have none.
     """
 
     edit: TokenizedExamples
@@ -55,6 +56,7 @@ class EditBatch:
     out_of_scope: TokenizedExamples
     records: tuple[EditRecord, ...] = ()
     out_of_scope_kind: Tensor | None = None
+    portability: TokenizedExamples | None = None
 
     def __len__(self) -> int:
         return len(self.edit)
@@ -67,6 +69,7 @@ class EditBatch:
             in_scope_is_paraphrase=self.in_scope_is_paraphrase.to(device),
             out_of_scope=self.out_of_scope.to(device),
             out_of_scope_kind=None if self.out_of_scope_kind is None else self.out_of_scope_kind.to(device),
+            portability=None if self.portability is None else self.portability.to(device),
         )
 
 
@@ -121,7 +124,9 @@ class PromptTokenizer:
             raise ValueError(
                 f"edits {[r.case_id for r in records]} have no out-of-scope prompt that avoids the batch's subjects"
             )
-        return EditBatch(edit, self(in_scope_pairs), is_paraphrase, self(out_of_scope), tuple(records), kinds)
+        portability = [pair for r in records for pair in r.portability]
+        return EditBatch(edit, self(in_scope_pairs), is_paraphrase, self(out_of_scope), tuple(records), kinds,
+                         self(portability) if portability else None)
 
 
 #: Kinds of out-of-scope prompt (:attr:`EditBatch.out_of_scope_kind`).

@@ -111,7 +111,11 @@ class EditDataModule(LightningDataModule):
         return self.prompts.batch(records, self.max_out_of_scope)
 
     def _loader(self, split: str, batch_size: int, sampler: ResumableShuffle | None = None) -> DataLoader:
-        return DataLoader(self.records(split), batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
+        records = self.records(split)
+        if sampler is None and any(record.group is not None for record in records):  # chained edits stay together
+            return DataLoader(records, batch_sampler=group_batches(records, batch_size), collate_fn=self.collate,
+                              num_workers=self.num_workers)
+        return DataLoader(records, batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
                           num_workers=self.num_workers, drop_last=sampler is not None)
 
     def train_dataloader(self) -> DataLoader:
@@ -130,3 +134,21 @@ class EditDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_edits_per_batch)
+
+
+def group_batches(records: list[EditRecord], edits_per_batch: int) -> list[list[int]]:
+    """Evaluation batches that never split a group of chained edits (consecutive records with one ``group``):
+    whole groups are packed in order up to ``edits_per_batch`` edits, and a larger group is a batch of its own."""
+    groups: list[list[int]] = []
+    for index, record in enumerate(records):
+        if groups and record.group is not None and records[groups[-1][0]].group == record.group:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    batches: list[list[int]] = []
+    for group in groups:
+        if batches and len(batches[-1]) + len(group) <= edits_per_batch:
+            batches[-1].extend(group)
+        else:
+            batches.append(list(group))
+    return batches

@@ -11,7 +11,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,29 @@ class _Fields:
                 raise self.error(f"{name}[{i}]", f"expected a non-empty string, got {item!r}")
         return tuple(value)
 
+    def answer(self, name: str) -> str:
+        """A ground truth written as a string, a list of aliases or a list of alias lists (KnowEdit, MQuAKE):
+        the first alias, the one teacher forcing scores."""
+        value = self.get(name)
+        while isinstance(value, list) and value:
+            value = value[0]
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(name, f"expected an answer (a string or a list of aliases), got {self.get(name)!r}")
+        return value.strip()
+
+    def labelled_prompts(self, name: str) -> tuple[LabeledPrompt, ...]:
+        """A list of ``{prompt, ground_truth}`` objects (KnowEdit's portability and locality questions)."""
+        value = self.get(name)
+        if not isinstance(value, list):
+            raise self.error(name, f"expected a list of {{prompt, ground_truth}} objects, got {value!r}")
+        pairs = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.error(f"{name}[{i}]", f"expected an object with prompt and ground_truth, got {item!r}")
+            question = _Fields(item, self.source, self.index, self.line, prefix=f"{self.prefix}{name}[{i}].")
+            pairs.append(LabeledPrompt(question.text("prompt"), question.answer("ground_truth")))
+        return tuple(pairs)
+
     def case_id(self) -> str:
         """The record's own ``case_id``, else its position in the file."""
         value = self.obj.get("case_id", self.index)
@@ -140,15 +163,18 @@ class _Fields:
         return str(value)
 
 
-def _read(path: str | Path, convert: Callable[[_Fields], EditRecord], skip_invalid: bool) -> list[EditRecord]:
-    """Convert every record of ``path``; with ``skip_invalid`` a malformed record is warned about and dropped."""
-    records = []
+def _read(path: str | Path, convert: Callable[[_Fields], EditRecord | list[EditRecord]],
+          skip_invalid: bool) -> list[EditRecord]:
+    """Convert every record of ``path`` (one file record may hold several edits, e.g. MQuAKE's chains); with
+    ``skip_invalid`` a malformed record is warned about and dropped."""
+    records: list[EditRecord] = []
     for index, line, obj in iter_json_records(path):
         record = _Fields(obj, str(path), index, line)
         try:
             if not isinstance(obj, dict):
                 raise record.error("<record>", f"expected an object, got {type(obj).__name__}")
-            records.append(convert(record))
+            converted = convert(record)
+            records.extend(converted if isinstance(converted, list) else [converted])
         except EditDataError as err:
             if not skip_invalid:
                 raise
@@ -270,6 +296,106 @@ def read_prompt_target(path: str | Path, *, skip_invalid: bool = False) -> list[
     return _read(path, _prompt_target, skip_invalid)
 
 
+def _knowedit(r: _Fields) -> EditRecord:
+    if r.get("concept", required=False) is not None:  # WikiBio: continue a passage about a concept
+        prompt, target_new, subject = r.text("text"), r.text("labels", target=True), r.text("concept")
+        target_true, paraphrases = None, ()
+    else:
+        prompt, target_new, subject = r.text("prompt"), r.answer("target_new"), r.text("subject")
+        target_true = r.answer("ground_truth") if r.get("ground_truth", required=False) is not None else None
+        rephrase = next((name for name in ("rephrase_prompt", "rephrase") if r.get(name, required=False)), None)
+        paraphrases = () if rephrase is None else (
+            (r.text(rephrase),) if isinstance(r.get(rephrase), str) else r.texts(rephrase))
+
+    def categories(name: str) -> tuple[LabeledPrompt, ...]:
+        groups = r.get(name, required=False) or {}
+        if not isinstance(groups, dict):
+            raise r.error(name, f"expected an object of categories (e.g. Reasoning, Relation_Specificity), got {groups!r}")
+        return tuple(pair for category in groups for pair in r.labelled_prompts(f"{name}.{category}"))
+
+    return EditRecord(
+        case_id=r.case_id(),
+        prompt=prompt,
+        target_new=target_new,
+        subject=subject,
+        target_true=target_true,
+        paraphrases=paraphrases,
+        hard_out_of_scope=categories("locality"),
+        portability=categories("portability"),
+    )
+
+
+def read_knowedit(path: str | Path, *, skip_invalid: bool = False) -> list[EditRecord]:
+    """KnowEdit (Zhang et al. 2024; ZsRE, WikiData recent and counterfact, WikiBio files).
+
+    ``prompt`` -> prompt, ``target_new`` -> target_new, ``ground_truth`` -> target_true, ``rephrase_prompt`` (or
+    ``rephrase``) -> paraphrases; every ``portability`` category (Reasoning, Logical_Generalization,
+    Subject_Aliasing) -> portability; every ``locality`` category (Relation_Specificity: same subject, other
+    relation; Forgetfulness) -> hard_out_of_scope. A ground truth given as alias lists is scored on its first
+    alias. WikiBio's ``text``, ``labels`` and ``concept`` -> prompt, target_new and subject.
+    """
+    return _read(path, _knowedit, skip_invalid)
+
+
+def _mquake(r: _Fields) -> list[EditRecord]:
+    rewrites = r.get("requested_rewrite")
+    if not isinstance(rewrites, list) or not rewrites:
+        raise r.error("requested_rewrite", f"expected a non-empty list of rewrites, got {rewrites!r}")
+    group = r.case_id()
+    new_answer = r.answer("new_answer")
+    questions = tuple(LabeledPrompt(q, new_answer) for q in r.texts("questions"))
+    edits = []
+    for i, raw in enumerate(rewrites):
+        if not isinstance(raw, dict):
+            raise r.error(f"requested_rewrite[{i}]", f"expected an object, got {raw!r}")
+        rewrite = _Fields(raw, r.source, r.index, r.line, prefix=f"requested_rewrite[{i}].")
+        template, subject = rewrite.text("prompt"), rewrite.text("subject")
+        if template.count("{}") != 1:
+            raise rewrite.error("prompt", f"expected one '{{}}' where the subject goes, got {template!r}")
+        question = rewrite.get("question", required=False)
+        edits.append((template.replace("{}", subject), subject, rewrite, (rewrite.text("question"),) if question else ()))
+    edited_clozes = {prompt for prompt, *_ in edits}
+    # The chain's hops that no rewrite touches keep their answers: the edit must leave them alone.
+    hops = r.get("new_single_hops", required=False) or []
+    triples, edited_triples = r.get("orig.new_triples", required=False), r.get("orig.edit_triples", required=False)
+    kept = []
+    for j, hop in enumerate(hops if isinstance(hops, list) else []):
+        if not isinstance(hop, dict):
+            raise r.error(f"new_single_hops[{j}]", f"expected an object with cloze and answer, got {hop!r}")
+        fields = _Fields(hop, r.source, r.index, r.line, prefix=f"new_single_hops[{j}].")
+        untouched = (triples[j] not in edited_triples if isinstance(triples, list) and isinstance(edited_triples, list)
+                     and j < len(triples) else fields.text("cloze") not in edited_clozes)
+        if untouched:
+            kept.append(LabeledPrompt(fields.text("cloze"), fields.answer("answer")))
+    return [EditRecord(case_id=f"{group}:{i}", prompt=prompt, subject=subject,
+                       target_new=rewrite.text("target_new.str", target=True),
+                       target_true=rewrite.text("target_true.str", target=True),
+                       relation=rewrite.text("relation_id") if rewrite.get("relation_id", required=False) else None,
+                       paraphrases=question, out_of_scope=tuple(kept) if i == 0 else (),
+                       portability=questions if i == 0 else (), group=group)
+            for i, (prompt, subject, rewrite, question) in enumerate(edits)]
+
+
+def read_mquake(path: str | Path, *, skip_invalid: bool = False) -> list[EditRecord]:
+    """MQuAKE (Zhong et al. 2023; the CF, CF-3k and T files): each case is a chain of 1-4 edits, one record each
+    (``<case_id>:<i>``, all in group ``<case_id>``), applied together by the evaluation.
+
+    A rewrite's ``prompt`` with its ``subject`` -> prompt, ``target_new.str``/``target_true.str`` -> targets, its
+    ``question`` -> paraphrase. The case's multi-hop ``questions`` (-> ``new_answer``) are the portability questions,
+    and the hops of ``new_single_hops`` that no rewrite changed (-> their ``answer``) are out of scope; both sit
+    on the case's first record. A case whose every hop is edited borrows an untouched hop of the next case that
+    has one, so every chain is measured for drawdown too.
+    """
+    records = _read(path, _mquake, skip_invalid)
+    firsts = [i for i, record in enumerate(records) if i == 0 or records[i - 1].group != record.group]
+    donors = [i for i in firsts if records[i].out_of_scope]
+    for i in firsts:
+        if not records[i].out_of_scope and donors:
+            donor = next((d for d in donors if d > i), donors[0])
+            records[i] = replace(records[i], out_of_scope=records[donor].out_of_scope[:1])
+    return records
+
+
 def read_edit_records(path: str | Path, *, skip_invalid: bool = False) -> list[EditRecord]:
     """The project's own format: objects in :func:`record_from_dict`'s layout (JSON array or JSONL)."""
     return _read(path, lambda r: record_from_dict(r.obj, r.source, r.index, r.line), skip_invalid)
@@ -294,6 +420,8 @@ READERS: dict[str, Callable[..., list[EditRecord]]] = {
     "rome_counterfact": read_rome_counterfact,
     "lit_edit": read_edit_records,
     "prompt_target": read_prompt_target,
+    "knowedit": read_knowedit,
+    "mquake": read_mquake,
 }
 
 _LIT_EDIT_KEYS = frozenset(f.name for f in dataclass_fields(EditRecord))
@@ -303,6 +431,10 @@ def detect_format(path: str | Path) -> str:
     """Name the format of ``path`` from the keys of its first record."""
     first = next((obj for _, _, obj in iter_json_records(path)), None)
     keys = set(first) if isinstance(first, dict) else set()
+    if {"requested_rewrite", "questions", "new_answer"} <= keys:
+        return "mquake"
+    if isinstance(first, dict) and (isinstance(first.get("portability"), dict) or isinstance(first.get("locality"), dict)):
+        return "knowedit"
     if "requested_rewrite" in keys:
         return "rome_counterfact"
     if {"src", "alt"} <= keys:

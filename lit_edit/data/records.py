@@ -36,7 +36,11 @@ class EditRecord:
 
     in-scope inputs: ``prompt`` itself and ``paraphrases`` (all should now give ``target_new``);
     out-of-scope inputs: ``out_of_scope`` (unrelated facts) and ``hard_out_of_scope``
-    (look-alikes: same subject with another relation, or same relation with another subject).
+    (look-alikes: same subject with another relation, or same relation with another subject);
+    ``portability``: questions whose answer should follow from the edit without being the edited fact itself
+    (multi-hop questions, reasoning, aliases), each labelled with the answer it should have after the edit.
+    Records sharing a ``group`` are one chained edit (MQuAKE): evaluation applies them together, and a group's
+    portability questions sit on its first record, so they are asked once, after all of its edits.
     """
 
     case_id: str
@@ -48,6 +52,8 @@ class EditRecord:
     paraphrases: tuple[str, ...] = ()
     out_of_scope: tuple[LabeledPrompt, ...] = ()
     hard_out_of_scope: tuple[LabeledPrompt, ...] = ()
+    portability: tuple[LabeledPrompt, ...] = ()
+    group: str | None = None
 
     @property
     def in_scope(self) -> tuple[LabeledPrompt, ...]:
@@ -112,4 +118,6 @@ def record_from_dict(data: dict[str, Any], source: str = "<dict>", index: int | 
         paraphrases=texts("paraphrases"),
         out_of_scope=labeled("out_of_scope"),
         hard_out_of_scope=labeled("hard_out_of_scope"),
+        portability=labeled("portability"),
+        group=text("group", required=False),
     )

@@ -62,6 +62,10 @@ class EditScores(nn.Module):
             self.paraphrase_score = TargetPreference()
             self.neighbourhood_score = TargetPreference()
             self.fluency = Fluency()  # filled only by an evaluation that generates (EditorSuite(fluency_tokens=N))
+            # Filled only by data with portability questions (MQuAKE's multi-hop questions, KnowEdit's portability).
+            self.portability = EditSuccess()
+            self.pre_portability = EditSuccess()
+            self.portability_token_accuracy = TokenAccuracy()
 
     def as_logged(self) -> dict[str, Any]:
         """Metric objects by the names they are logged under (Lightning syncs, computes and resets them)."""
@@ -72,7 +76,9 @@ class EditScores(nn.Module):
                   "edit_seconds": self.edit_seconds}
         if self.compare_targets:
             logged.update(efficacy=self.efficacy, paraphrase_score=self.paraphrase_score,
-                          neighbourhood_score=self.neighbourhood_score, fluency=self.fluency)
+                          neighbourhood_score=self.neighbourhood_score, fluency=self.fluency,
+                          portability=self.portability, pre_portability=self.pre_portability,
+                          portability_token_accuracy=self.portability_token_accuracy)
         return logged
 
 
@@ -211,7 +217,18 @@ class Editor(LightningModule):
         if scores.compare_targets and all(record.target_true for record in batch.records):
             with torch.no_grad():
                 self.score_target_preference(batch, edited, post_in, in_labels, scores)
+        if scores.compare_targets and batch.portability is not None:
+            with torch.no_grad():
+                self.score_portability(batch.portability, edited, scores)
         return edited
+
+    def score_portability(self, questions: TokenizedExamples, edited: EditedModel, scores: EditScores) -> None:
+        """The questions the edit should carry over to (answered with the post-edit answer), before and after."""
+        pre, labels = self.logits(questions)
+        post = self.logits(questions, edited)[0] if edited.changes_outputs else pre
+        scores.pre_portability.update(pre, labels)
+        scores.portability.update(post, labels)
+        scores.portability_token_accuracy.update(post, labels)
 
     def score_target_preference(self, batch: EditBatch, edited: EditedModel, post_in: Tensor, in_labels: Tensor,
                                 scores: EditScores) -> None:

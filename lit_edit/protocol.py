@@ -15,6 +15,7 @@ at each curve point and resumes from the last one.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from torch import Tensor
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditedModel
+from lit_edit.editors.memory import EditMemory
+from lit_edit.editors.routed import RoutedModel
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention
 
 #: Records per forward pass when the whole history of a sequential run is measured again.
@@ -110,9 +113,11 @@ class ResultsLog:
 
 @dataclass
 class EditHistory:
-    """One editor's sequential run: the edited weights so far, the edits made, the retention curve."""
+    """One editor's sequential run: the edited weights (or, for SERAC and the cache, the edit memory) so far, the
+    edits made, the retention curve."""
 
     params: dict[str, Tensor] = field(default_factory=dict)
+    memory: EditMemory | None = None
     records: list[EditRecord] = field(default_factory=list)
     curve: list[dict[str, float]] = field(default_factory=list)
     batches: int = 0
@@ -136,15 +141,34 @@ class SequentialEditing:
 
     @contextmanager
     def applied(self, key: str, editor: Editor) -> Iterator[None]:
-        """The base model holds this editor's edited weights so far (restored afterwards)."""
-        with EditedModel(editor.model, editor.kind, self.history(key).params).applied():
+        """The base model holds this editor's edited weights so far (restored afterwards); a memory-based editor
+        adds its next edits to a copy of its memory so far (the copy: a failed edit leaves the history as it was)."""
+        history = self.history(key)
+        if getattr(editor, "memory_based", False):
+            editor.carried_memory = None if history.memory is None else copy.copy(history.memory)
+            try:
+                yield
+            finally:
+                editor.carried_memory = None
+            return
+        with EditedModel(editor.model, editor.kind, history.params).applied():
             yield
 
     def commit(self, key: str, edited: EditedModel, records: Sequence[EditRecord]) -> None:
         history = self.history(key)
-        history.params.update({name: value.detach().clone() for name, value in edited.params.items()})
+        if isinstance(edited, RoutedModel):
+            history.memory = edited.router.memory
+        else:
+            history.params.update({name: value.detach().clone() for name, value in edited.params.items()})
         history.records.extend(records)
         history.batches += 1
+
+    def current(self, key: str, editor: Editor) -> EditedModel:
+        """The model as every edit so far left it."""
+        history = self.history(key)
+        if getattr(editor, "memory_based", False):
+            return editor.routed(history.memory if history.memory is not None else EditMemory(1))
+        return EditedModel(editor.model, editor.kind, history.params)  # substituted functionally, not copied in
 
     def finished(self, key: str, cases: Sequence[str]) -> bool:
         """Whether these edits are already in the (resumed) history."""
@@ -159,7 +183,7 @@ class SequentialEditing:
         their out-of-scope prompts (no per-batch limit), all on the model as it is now; appended to the curve and
         saved."""
         history = self.history(key)
-        current = EditedModel(editor.model, editor.kind, history.params)  # substituted functionally, not copied in
+        current = self.current(key, editor)
         es, first_es, drawdown, retention = EditSuccess(), EditSuccess(), AccuracyDrawdown(), Retention()
         for start in range(0, len(history.records), MEASURE_CHUNK):
             batch = editor.prompts.batch(history.records[start:start + MEASURE_CHUNK]).to(editor.device)
@@ -182,7 +206,7 @@ class SequentialEditing:
 
     def discard_saved(self) -> None:
         if self.state_dir is not None:
-            for path in self.state_dir.glob("*.sequential.pt"):
+            for path in [*self.state_dir.glob("*.sequential.pt"), *self.state_dir.glob("*.memory.pt")]:
                 path.unlink()
 
     def _state_path(self, key: str) -> Path | None:
@@ -194,6 +218,8 @@ class SequentialEditing:
             return
         history = self.history(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if history.memory is not None:  # written first: the state that points to it is replaced last
+            history.memory.save(path.with_name(f"{key}.memory.pt"))
         partial = path.with_suffix(".tmp")
         torch.save({"params": {k: v.cpu() for k, v in history.params.items()},
                     "cases": [r.case_id for r in history.records], "curve": history.curve,
@@ -209,5 +235,7 @@ class SequentialEditing:
         if missing:
             raise ValueError(f"{path} holds edits {missing[:5]} that this run's data does not have; "
                              "delete it (and the results log) to start afresh")
+        memory_path = path.with_name(f"{key}.memory.pt")
         return EditHistory(params=saved["params"], records=[self.records_by_id[c] for c in saved["cases"]],
-                           curve=saved["curve"], batches=saved["batches"])
+                           curve=saved["curve"], batches=saved["batches"],
+                           memory=EditMemory.load(memory_path) if memory_path.exists() else None)

@@ -75,10 +75,6 @@ class EditorSuite(LightningModule):
             editors = {key: editor for key, editor in editors.items() if key in only}
         if not editors:
             raise ValueError("EditorSuite needs at least one editor")
-        stored = sorted(key for key, e in editors.items() if getattr(e, "memory_based", False))
-        if sequential and stored:
-            raise ValueError(f"sequential editing carries edited weights from batch to batch; {stored} keep edits in a "
-                             "memory instead and are not supported there (leave them out with --model.only)")
         specs = {(e.model_spec.name, e.model_spec.kind, e.model_spec.dtype) for e in editors.values()}
         if len(specs) > 1:
             raise ValueError(f"all editors of one evaluation must edit the same base model, got {sorted(specs)}")

@@ -15,8 +15,9 @@ from lit_edit.__main__ import main
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.data.readers import write_edit_records
 from lit_edit.data.records import LabeledPrompt
-from lit_edit.editors import FineTune
+from lit_edit.editors import EditCache, FineTune
 from lit_edit.editors.edited_model import EditFailedError
+from lit_edit.editors.memory import EditMemory
 from lit_edit.suite import EditorSuite
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -135,6 +136,22 @@ def test_an_interrupted_sequential_run_resumes_from_its_last_curve_point(knowing
     for point, want in zip(got, expected, strict=True):
         for key in ("es", "first_edit_es", "dd", "retention"):
             assert point[key] == pytest.approx(want[key], abs=1e-6), (point, want)
+
+
+def test_a_memory_based_editor_edits_sequentially_into_one_growing_memory(knowing_gpt2, tmp_path):
+    records = synthetic_records()[:3]
+    output = tmp_path / "r.json"
+    suite = EditorSuite({"cache": EditCache(knowing_gpt2, epsilon=1.0)}, output=str(output), sequential=True,
+                        measure_every=1)
+    data = EditDataModule(test=str(write_edit_records(records, tmp_path / "edits.json")), model=knowing_gpt2)
+    Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
+            enable_model_summary=False).test(suite, datamodule=data, verbose=False)
+    curve = suite.results[0]["sequential"]
+    assert [point["edits"] for point in curve] == [1, 2, 3]
+    # The first edit is still answered after the later ones: they were added to its memory, not to a new one.
+    assert curve[0]["first_edit_es"] > 0 and curve[2]["first_edit_es"] == curve[0]["first_edit_es"]
+    memory = EditMemory.load(tmp_path / "r_sequential" / "cache.memory.pt")  # kept with the curve, to resume from
+    assert [d.case_id for d in memory.descriptors] == [r.case_id for r in records]
 
 
 def test_a_failed_edit_is_recorded_with_its_reason_and_the_run_goes_on(knowing_gpt2, tmp_path, capsys):

@@ -26,8 +26,10 @@ CACHED_MARGIN = 20.0
 class EditCache(Editor):
     """Answer with a cached label when the query's averaged hidden state is within ``epsilon`` of an edit's."""
 
-    #: Edits live in a memory, not in weights (no sequential protocol, no saved edited checkpoint).
+    #: Edits live in a memory, not in weights (no saved edited checkpoint).
     memory_based: ClassVar[bool] = True
+    #: Set by sequential editing: edits are added to (a copy of) this memory instead of a new one.
+    carried_memory: EditMemory | None = None
 
     def __init__(self, model: ModelSpec | None = None, epsilon: float = 1.0, max_length: int = 128) -> None:
         """
@@ -73,7 +75,7 @@ class EditCache(Editor):
         return RoutedModel(self.model, self.kind, CacheRouter(self, memory, self.epsilon))
 
     def edit(self, batch: EditBatch) -> RoutedModel:
-        return self.routed(self.memory_for(batch))
+        return self.routed(self.memory_for(batch, self.carried_memory))
 
 
 class CacheRouter(Router):

@@ -27,8 +27,10 @@ from lit_edit.models import ModelSpec
 class SERAC(Editor):
     """Scope classifier + counterfactual model over an edit memory; trained with the sum of both parts' losses."""
 
-    #: Edits live in a memory, not in weights (no sequential protocol, no saved edited checkpoint).
+    #: Edits live in a memory, not in weights (no saved edited checkpoint).
     memory_based: ClassVar[bool] = True
+    #: Set by sequential editing: edits are added to (a copy of) this memory instead of a new one.
+    carried_memory: EditMemory | None = None
 
     def __init__(self, model: ModelSpec | None = None, encoder: str = DEFAULT_ENCODER,
                  counterfactual: ModelSpec | None = None, threshold: float = 0.5, lr: float = 1.0e-5,
@@ -86,7 +88,7 @@ class SERAC(Editor):
         if len(batch.records) != len(batch):
             raise ValueError(f"SERAC stores edit descriptors: the batch has {len(batch)} edits but "
                              f"{len(batch.records)} records")
-        return self.routed(self.memory_for(batch.records))
+        return self.routed(self.memory_for(batch.records, self.carried_memory))
 
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:

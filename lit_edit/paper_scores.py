@@ -9,6 +9,10 @@
 * **Token accuracy** (EasyEdit's rewrite accuracy, used for zsRE): the fraction of a target's tokens that are the
   teacher-forced argmax, averaged over examples. ES counts an example only when all its tokens are right.
 
+* **Consistency** (ROME's reference score): the TF-IDF cosine similarity between what the model generates after the
+  edit and reference texts about the new target (ROME: Wikipedia snippets about subjects that truly have it).
+  TF-IDF follows scikit-learn's defaults that ROME uses (lower-cased words of two or more characters, raw counts,
+  smoothed IDF ``ln((1 + n) / (1 + df)) + 1``); the IDF is fitted on the run's reference texts, not on Wikipedia.
 * **Fluency** (ROME's generation entropy): the weighted mean of the bigram and trigram entropies (bits; weights
   2/3 and 4/3) of a greedy generation after the edit; repetitive text ("Picasso Picasso Picasso") scores low.
   Words are split on word characters and punctuation (ROME uses NLTK's tokenizer), and the text generated is
@@ -181,3 +185,59 @@ class Fluency(Metric):
 
     def compute(self) -> Tensor:
         return _ratio(self.entropy_sum, self.texts)
+
+
+_TFIDF_WORDS = re.compile(r"\b\w\w+\b")
+
+
+def inverse_document_frequencies(documents: list[str]) -> dict[str, float]:
+    """Smoothed IDF of every word of ``documents``: ``ln((1 + n) / (1 + df)) + 1``.
+
+    >>> idf = inverse_document_frequencies(["Paris is big", "Paris is old"])
+    >>> round(idf["paris"], 4), round(idf["big"], 4)  # in both documents; in one of two
+    (1.0, 1.4055)
+    """
+    frequency = Counter(word for document in documents for word in set(_TFIDF_WORDS.findall(document.lower())))
+    n = len(documents)
+    return {word: math.log((1 + n) / (1 + df)) + 1.0 for word, df in frequency.items()}
+
+
+def tfidf_cosine(text: str, reference: str, idf: dict[str, float]) -> float:
+    """Cosine similarity of the two texts' TF-IDF vectors; words without an IDF (never seen when fitting) count for
+    nothing, as in a fitted vectorizer. 0 when either text has no known word.
+
+    >>> idf = inverse_document_frequencies(["Paris is big", "Paris is old"])
+    >>> tfidf_cosine("big Paris", "Paris is big", idf) > tfidf_cosine("old Paris", "Paris is big", idf)
+    True
+    """
+    vectors = []
+    for words in (_TFIDF_WORDS.findall(text.lower()), _TFIDF_WORDS.findall(reference.lower())):
+        vectors.append({word: count * idf[word] for word, count in Counter(words).items() if word in idf})
+    a, b = vectors
+    norm = math.sqrt(sum(v * v for v in a.values())) * math.sqrt(sum(v * v for v in b.values()))
+    return sum(value * b.get(word, 0.0) for word, value in a.items()) / norm if norm else 0.0
+
+
+class Consistency(Metric):
+    """Mean :func:`tfidf_cosine` between generated texts and their reference texts."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    similarity_sum: Tensor
+    texts: Tensor
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.add_state("similarity_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("texts", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, texts: list[str], references: list[str], idf: dict[str, float]) -> None:
+        if len(texts) != len(references):
+            raise ValueError(f"{len(texts)} generated texts but {len(references)} references")
+        self.similarity_sum += sum(tfidf_cosine(text, ref, idf) for text, ref in zip(texts, references, strict=True))
+        self.texts += len(texts)
+
+    def compute(self) -> Tensor:
+        return _ratio(self.similarity_sum, self.texts)

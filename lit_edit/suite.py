@@ -16,6 +16,7 @@ from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.generation import greedy_completion
+from lit_edit.paper_scores import inverse_document_frequencies
 from lit_edit.protocol import ResultsLog, SequentialEditing, merge_states, metric_states
 from lit_edit.provenance import run_provenance
 from lit_edit.report import write_run_report
@@ -36,13 +37,15 @@ COLUMNS = (
     ("para. score", "paraphrase_score", "{:.3f}"),
     ("neigh. score", "neighbourhood_score", "{:.3f}"),
     ("fluency", "fluency", "{:.2f}"),
+    ("consistency", "consistency", "{:.3f}"),
     ("portability", "portability", "{:.3f}"),
     ("pre-edit port.", "pre_portability", "{:.3f}"),
     ("port. token acc.", "portability_token_accuracy", "{:.3f}"),
     ("edit s/edit", "edit_seconds", "{:.3f}"),
 )
-#: Columns left out of the table when no editor has a figure for them (data without portability questions).
-OPTIONAL_COLUMNS = frozenset({"portability", "pre_portability", "portability_token_accuracy"})
+#: Columns left out of the table when no editor has a figure for them (data without portability questions or
+#: reference texts).
+OPTIONAL_COLUMNS = frozenset({"consistency", "portability", "pre_portability", "portability_token_accuracy"})
 
 
 class EditorSuite(LightningModule):
@@ -64,7 +67,9 @@ class EditorSuite(LightningModule):
             measure_every: in a sequential run, re-measure every edit so far after this many batches (and the last).
             resume: continue from the log of an earlier, interrupted run of the same output (false: start afresh).
             fluency_tokens: when above 0, generate this many tokens greedily from each edit prompt and paraphrase
-                after the edit and report their n-gram entropy (ROME's fluency); costs one generation per prompt.
+                after the edit and report their n-gram entropy (ROME's fluency) and, for records with reference
+                texts (``data.references``), their TF-IDF similarity to them (ROME's consistency); costs one
+                generation per prompt.
         """
         super().__init__()
         if only is not None:
@@ -107,8 +112,11 @@ class EditorSuite(LightningModule):
         if self.sequence is not None and not self.log_book.resumed:
             self.sequence.discard_saved()  # the saved weights belong to another (or a finished) run
         self.failures: dict[str, list[dict[str, Any]]] = {key: [] for key in self.editors}
+        records = self.trainer.datamodule.records("test")
         if self.sequence is not None:
-            self.sequence.records_by_id = {r.case_id: r for r in self.trainer.datamodule.records("test")}
+            self.sequence.records_by_id = {r.case_id: r for r in records}
+        # Consistency's IDF: every distinct reference text of the run is one document.
+        self.idf = inverse_document_frequencies(sorted({text for r in records for text in r.references}))
 
     def test_step(self, batch: EditBatch, batch_idx: int) -> None:
         cases = [record.case_id for record in batch.records]
@@ -133,10 +141,7 @@ class EditorSuite(LightningModule):
             with applied:
                 edited = editor.score(batch, scores, pre)
                 if self.fluency_tokens > 0:
-                    with torch.no_grad(), edited.applied() as model:
-                        scores.fluency.update([
-                            greedy_completion(model, editor.tokenizer, editor.kind, prompt, self.fluency_tokens)
-                            for record in batch.records for prompt in (record.prompt, *record.paraphrases)])
+                    self.score_generations(editor, edited, batch, scores)
         except (EditFailedError, RuntimeError) as error:  # edits are functional: the model is as it was
             return {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
         entry: dict[str, Any] = {"status": "done", "states": metric_states(scores)}
@@ -148,6 +153,18 @@ class EditorSuite(LightningModule):
                     logger.log_metrics({f"{key}/sequential_{name}": point[name]
                                         for name in ("es", "first_edit_es", "dd", "retention")}, step=point["edits"])
         return entry
+
+    def score_generations(self, editor: Editor, edited: Any, batch: EditBatch, scores: EditScores) -> None:
+        """Greedy generations after the edit from each edit prompt and paraphrase: their fluency, and their
+        consistency with the record's reference texts where it has some."""
+        with torch.no_grad(), edited.applied() as model:
+            generated = [[greedy_completion(model, editor.tokenizer, editor.kind, prompt, self.fluency_tokens)
+                          for prompt in (record.prompt, *record.paraphrases)] for record in batch.records]
+        scores.fluency.update([text for texts in generated for text in texts])
+        referenced = [(" ".join(texts), " ".join(record.references))
+                      for record, texts in zip(batch.records, generated, strict=True) if record.references]
+        if referenced:
+            scores.consistency.update(*map(list, zip(*referenced, strict=True)), self.idf)
 
     def account(self, key: str, editor: Editor, entry: dict[str, Any]) -> None:
         if entry["status"] == "failed":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -10,14 +11,17 @@ import torch
 from conftest import RELATIONS, SUBJECTS, synthetic_records, true_object
 from test_protocol import evaluate
 
-from lit_edit.data.records import EditRecord, LabeledPrompt
+from lit_edit.data.records import EditDataError, EditRecord, LabeledPrompt
 from lit_edit.paper_scores import (
+    Consistency,
     Fluency,
     TargetPreference,
     TokenAccuracy,
     example_nll,
+    inverse_document_frequencies,
     ngram_entropy,
     preference,
+    tfidf_cosine,
     token_accuracy,
 )
 
@@ -100,6 +104,19 @@ def test_fluency_is_romes_weighted_ngram_entropy():
     assert metric.compute().item() == pytest.approx(ngram_entropy(text) / 2)
 
 
+def test_consistency_is_romes_tfidf_cosine_on_a_hand_computation():
+    idf = inverse_document_frequencies(["paris france", "Paris city", "berlin city"])
+    common, rare = math.log(4 / 3) + 1, math.log(4 / 2) + 1  # in 2 of 3 documents; in 1 of 3 (smoothed)
+    assert idf == pytest.approx({"paris": common, "city": common, "france": rare, "berlin": rare})
+    # "Paris Paris France is a": counts paris 2, france 1 ("is" and "a" have no IDF: never seen, or too short).
+    expected = (2 * common * common) / (math.sqrt((2 * common) ** 2 + rare ** 2) * math.sqrt(2) * common)
+    assert tfidf_cosine("Paris Paris France is a", "paris city", idf) == pytest.approx(expected)
+    assert tfidf_cosine("nothing known", "paris city", idf) == 0.0
+    metric = Consistency()
+    metric.update(["Paris Paris France is a", "berlin"], ["paris city", "berlin city"], idf)
+    assert metric.compute().item() == pytest.approx((expected + rare / math.sqrt(rare ** 2 + common ** 2)) / 2)
+
+
 def test_an_evaluation_that_generates_reports_fluency(knowing_gpt2, tmp_path):
     from lightning.pytorch import Trainer
 
@@ -108,12 +125,21 @@ def test_an_evaluation_that_generates_reports_fluency(knowing_gpt2, tmp_path):
     from lit_edit.editors import FineTune
     from lit_edit.suite import EditorSuite
 
-    data_file = write_edit_records(synthetic_records()[:2], tmp_path / "edits.json")
+    records = synthetic_records()[:2]
+    data_file = write_edit_records(records, tmp_path / "edits.json")
+    references = tmp_path / "references.json"  # texts about the first record's new target only
+    references.write_text(json.dumps({records[0].target_new.upper(): [f"{records[0].target_new} is where it is"]}))
     quiet = EditorSuite({"ft": FineTune(knowing_gpt2, steps=1)}, output=str(tmp_path / "quiet.json"))
     talking = EditorSuite({"ft": FineTune(knowing_gpt2, steps=1)}, output=str(tmp_path / "r.json"), fluency_tokens=6)
     for suite in (quiet, talking):
+        data = EditDataModule(test=str(data_file), model=knowing_gpt2, references=str(references))
         Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
-                enable_model_summary=False).test(suite, datamodule=EditDataModule(test=str(data_file), model=knowing_gpt2),
-                                                verbose=False)
+                enable_model_summary=False).test(suite, datamodule=data, verbose=False)
     assert math.isnan(quiet.results[0]["metrics"]["fluency"])  # not generated, not reported as 0
+    assert math.isnan(quiet.results[0]["metrics"]["consistency"])
     assert 0.0 <= talking.results[0]["metrics"]["fluency"] <= 2 * math.log2(6)
+    assert 0.0 <= talking.results[0]["metrics"]["consistency"] <= 1.0
+    assert "| consistency |" in (tmp_path / "r.md").read_text() and "consistency" not in (tmp_path / "quiet.md").read_text()
+    references.write_text(json.dumps({"Paris": []}))
+    with pytest.raises(EditDataError, match=r"references.json: record 'Paris'.*non-empty list of texts"):
+        EditDataModule(test=str(data_file), model=knowing_gpt2, references=str(references)).records("test")

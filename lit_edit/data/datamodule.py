@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_edit.data.batch import EditBatch, PromptTokenizer
-from lit_edit.data.readers import load_edit_records
+from lit_edit.data.readers import load_edit_records, read_references, with_references
 from lit_edit.data.records import EditRecord
 from lit_edit.data.sampling import ResumableShuffle
 from lit_edit.models import ModelSpec, load_tokenizer
@@ -60,7 +60,7 @@ class EditDataModule(LightningDataModule):
                  format: str = "auto", model: ModelSpec | None = None, edits_per_batch: int = 4,
                  eval_edits_per_batch: int = 1, max_out_of_scope: int = 8, max_length: int = 128,
                  limit_val: int | None = None, limit_test: int | None = None, seed: int = 0,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, references: str | None = None) -> None:
         """
         Args:
             train, val, test: data paths (see the module docstring).
@@ -70,6 +70,8 @@ class EditDataModule(LightningDataModule):
             eval_edits_per_batch: edits applied together in validation and test (1 = each edit alone).
             max_out_of_scope: cap on out-of-scope prompts per batch.
             limit_val, limit_test: use only the first N records of those splits.
+            references: a JSON object from targets to texts about them (a path as above, no slice); records get
+                their new target's texts, which generations after the edit are compared with (consistency).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["model"])  # the editor records the model
@@ -83,6 +85,7 @@ class EditDataModule(LightningDataModule):
         self.limits = {"val": limit_val, "test": limit_test}
         self.seed = seed
         self.num_workers = num_workers
+        self.references = references
         self.splits: dict[str, list[EditRecord]] = {}
         self._prompts: PromptTokenizer | None = None
 
@@ -99,7 +102,10 @@ class EditDataModule(LightningDataModule):
 
     def records(self, split: str) -> list[EditRecord]:
         if split not in self.splits:
-            self.splits[split] = load_split(self.paths[split], self.format)[: self.limits.get(split)]
+            records = load_split(self.paths[split], self.format)[: self.limits.get(split)]
+            if self.references is not None:
+                records = with_references(records, read_references(resolve_data_path(self.references)[0]))
+            self.splits[split] = records
         return self.splits[split]
 
     def setup(self, stage: str | None = None) -> None:

@@ -414,6 +414,31 @@ def write_edit_records(records: Iterable[EditRecord], path: str | Path) -> Path:
     return path
 
 
+def read_references(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """Reference texts for consistency: a JSON object from a target (``"Paris"``) to texts about it
+    (e.g. ROME's Wikipedia snippets of subjects that truly have that attribute). Keys compare case-insensitively."""
+    path = Path(path)
+    if not path.exists():
+        raise _missing_file(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as err:
+        raise EditDataError(str(path), "<file>", "<json>", f"invalid JSON: {err.msg}", err.lineno) from None
+    if not isinstance(data, dict):
+        raise EditDataError(str(path), "<file>", "<json>", "expected an object from targets to lists of texts")
+    references = {}
+    for target, texts in data.items():
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise EditDataError(str(path), repr(target), target, f"expected a non-empty list of texts, got {texts!r}")
+        references[target.strip().casefold()] = tuple(texts)
+    return references
+
+
+def with_references(records: list[EditRecord], references: dict[str, tuple[str, ...]]) -> list[EditRecord]:
+    """Each record with the reference texts of its new target (records whose target has none are unchanged)."""
+    return [replace(r, references=references.get(r.target_new.strip().casefold(), r.references)) for r in records]
+
+
 READERS: dict[str, Callable[..., list[EditRecord]]] = {
     "zsre_mend": read_zsre_mend,
     "counterfact_easyedit": read_counterfact_easyedit,

@@ -41,6 +41,7 @@ class EditRecord:
     (multi-hop questions, reasoning, aliases), each labelled with the answer it should have after the edit.
     Records sharing a ``group`` are one chained edit (MQuAKE): evaluation applies them together, and a group's
     portability questions sit on its first record, so they are asked once, after all of its edits.
+    ``references``: texts about the new target that generations after the edit are compared with (consistency).
     """
 
     case_id: str
@@ -54,6 +55,7 @@ class EditRecord:
     hard_out_of_scope: tuple[LabeledPrompt, ...] = ()
     portability: tuple[LabeledPrompt, ...] = ()
     group: str | None = None
+    references: tuple[str, ...] = ()
 
     @property
     def in_scope(self) -> tuple[LabeledPrompt, ...]:
@@ -120,4 +122,5 @@ def record_from_dict(data: dict[str, Any], source: str = "<dict>", index: int | 
         hard_out_of_scope=labeled("hard_out_of_scope"),
         portability=labeled("portability"),
         group=text("group", required=False),
+        references=texts("references"),
     )

@@ -23,7 +23,7 @@ from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors.edited_model import EditedModel, aligned_logits
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
-from lit_edit.paper_scores import Fluency, TargetPreference, TokenAccuracy, example_nll
+from lit_edit.paper_scores import Consistency, Fluency, TargetPreference, TokenAccuracy, example_nll
 
 
 def read_editor_state(path: str | Path) -> dict[str, Tensor]:
@@ -62,6 +62,7 @@ class EditScores(nn.Module):
             self.paraphrase_score = TargetPreference()
             self.neighbourhood_score = TargetPreference()
             self.fluency = Fluency()  # filled only by an evaluation that generates (EditorSuite(fluency_tokens=N))
+            self.consistency = Consistency()  # the same, for records with reference texts
             # Filled only by data with portability questions (MQuAKE's multi-hop questions, KnowEdit's portability).
             self.portability = EditSuccess()
             self.pre_portability = EditSuccess()
@@ -77,6 +78,7 @@ class EditScores(nn.Module):
         if self.compare_targets:
             logged.update(efficacy=self.efficacy, paraphrase_score=self.paraphrase_score,
                           neighbourhood_score=self.neighbourhood_score, fluency=self.fluency,
+                          consistency=self.consistency,
                           portability=self.portability, pre_portability=self.pre_portability,
                           portability_token_accuracy=self.portability_token_accuracy)
         return logged

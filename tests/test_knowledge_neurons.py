@@ -112,6 +112,10 @@ def test_neuron_selection_by_hand():
     assert knowledge_neurons(attributions, threshold=0.2, shared_fraction=0.5) == [(0, 0), (0, 2), (1, 1)]
     assert knowledge_neurons(attributions, threshold=0.2, shared_fraction=0.7) == []
     assert knowledge_neurons(attributions, threshold=0.2, shared_fraction=0.5, max_neurons=1) == [(0, 2)]
+    other_fact = torch.tensor([[0.0, 0.0, 0.0], [0.0, 5.0, 0.5]])  # max 5.0: above 1.0 is (1,1) only
+    assert knowledge_neurons(attributions, threshold=0.2, shared_fraction=0.5, exclude=[other_fact]) == [(0, 0), (0, 2)]
+    # Excluded before the cap: the cap then picks among the fact's own neurons.
+    assert knowledge_neurons([second], threshold=0.2, shared_fraction=0.5, max_neurons=1, exclude=[other_fact]) == [(0, 0)]
 
 
 def test_kn_edit_moves_the_planted_fact_and_nothing_else(planted):
@@ -133,6 +137,32 @@ def test_kn_edit_moves_the_planted_fact_and_nothing_else(planted):
     assert edit_success(post_in, in_labels) == 1.0
     assert torch.equal(pre_out.argmax(-1)[answered], post_out.argmax(-1)[answered])  # the others answer as before
     assert all(torch.equal(before[k], v) for k, v in editor.model.state_dict().items())  # functional edit
+
+
+def test_refinement_leaves_out_neurons_that_other_facts_use_too(planted, monkeypatch):
+    """The editor attributes the record's out-of-scope prompts for their own answers and drops their neurons."""
+    spec, _, tokenizer, _ = planted
+    generic = (LAYER, 40)
+    asked = []
+
+    def attributions(layout, input_ids, target_id, layers, steps, batch_size):
+        prompt = tokenizer.decode(input_ids[0], skip_special_tokens=True)
+        asked.append((prompt, tokenizer.decode([target_id])))
+        scores = torch.zeros(len(layers), 64)
+        scores[generic] = 1.0  # helps every fact's answer
+        if prompt not in OUT_OF_SCOPE:
+            scores[LAYER, NEURON] = 2.0  # only this fact's
+        return scores
+
+    monkeypatch.setattr("lit_edit.editors.knowledge_neurons.integrated_gradients", attributions)
+    record = EditRecord(case_id="k", prompt=PROMPTS[0], target_new="c6", target_true="c2", subject="s5",
+                        paraphrases=PROMPTS[1:], out_of_scope=(LabeledPrompt(OUT_OF_SCOPE[0], "h1"),),
+                        hard_out_of_scope=(LabeledPrompt(OUT_OF_SCOPE[1], "h3"),))
+    assert KnowledgeNeurons(spec, layers=[0, 1, 2]).find_neurons(record).neurons == [(LAYER, NEURON), generic]
+    asked.clear()
+    refined = KnowledgeNeurons(spec, layers=[0, 1, 2], exclusion_prompts=2)
+    assert refined.find_neurons(record).neurons == [(LAYER, NEURON)]
+    assert asked[2:] == [(OUT_OF_SCOPE[1], "h3"), (OUT_OF_SCOPE[0], "h1")]  # hard ones first, each its own answer
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

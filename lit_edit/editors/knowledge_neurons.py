@@ -4,7 +4,8 @@ An MLP neuron's activation at the prompt's last token scales one column of the M
 *value*) into the residual stream. Integrated gradients attribute the probability of the fact's current answer to
 each neuron: ``a_i`` times the mean gradient along the straight path from 0 to ``a_i`` (one layer scaled at a
 time, the path's steps batched). Neurons above ``threshold`` times the prompt's largest attribution, in more than
-``shared_fraction`` of the prompts (edit prompt and paraphrases), are the fact's knowledge neurons; the edit adds
+``shared_fraction`` of the prompts (edit prompt and paraphrases), and (optionally) not above it on the prompts
+of other facts, are the fact's knowledge neurons; the edit adds
 ``edit_scale * sign(a_i) * (e_new - e_old)`` to each one's value, with ``e`` the output embedding of a target's
 first token. Dai et al. add ``e_new - e_old`` itself (BERT's GELU neurons that matter fire positively); with SiLU
 or GELU a neuron can matter while negative, and its value then has to move the other way for ``a_i * v_i`` to
@@ -85,18 +86,24 @@ def integrated_gradients(layout: ModelLayout, input_ids: Tensor, target_id: int,
     return torch.stack(attributions)
 
 
+def above_threshold(scores: Tensor, threshold: float) -> Tensor:
+    """Bool mask of the neurons whose attribution exceeds ``threshold`` times the prompt's largest."""
+    top = scores.max()
+    return scores > threshold * top if top > 0 else torch.zeros_like(scores, dtype=torch.bool)
+
+
 def knowledge_neurons(attributions: Sequence[Tensor], threshold: float = 0.2, shared_fraction: float = 0.5,
-                      max_neurons: int | None = None) -> list[tuple[int, int]]:
+                      max_neurons: int | None = None, exclude: Sequence[Tensor] = ()) -> list[tuple[int, int]]:
     """(layer index, neuron) pairs whose attribution exceeds ``threshold`` times its prompt's largest in more than
-    ``shared_fraction`` of the prompts; the ``max_neurons`` with the largest mean attribution if more."""
+    ``shared_fraction`` of the prompts, except those above the threshold on any ``exclude`` attribution (prompts of
+    other facts); the ``max_neurons`` with the largest mean attribution if more."""
     if not attributions:
         raise ValueError("no prompts to find knowledge neurons on")
-    votes = torch.zeros_like(attributions[0], dtype=torch.long)
-    for scores in attributions:
-        top = scores.max()
-        if top > 0:
-            votes += (scores > threshold * top).long()
-    chosen = (votes > shared_fraction * len(attributions)).nonzero().tolist()
+    votes = torch.stack([above_threshold(scores, threshold) for scores in attributions]).sum(0)
+    keep = votes > shared_fraction * len(attributions)
+    for scores in exclude:
+        keep &= ~above_threshold(scores, threshold)
+    chosen = keep.nonzero().tolist()
     if max_neurons is not None and len(chosen) > max_neurons:
         mean = torch.stack(list(attributions)).mean(0)
         chosen.sort(key=lambda pair: -float(mean[pair[0], pair[1]]))
@@ -123,7 +130,7 @@ class KnowledgeNeurons(Editor):
                  layer_selection: LayerSelection | None = None, layout: LayoutSpec | None = None, steps: int = 20,
                  batch_size: int = 20, threshold: float = 0.2, shared_fraction: float = 0.5,
                  max_neurons: int | None = 10, edit_scale: float = 1.0, use_paraphrases: bool = True,
-                 max_length: int = 128) -> None:
+                 exclusion_prompts: int = 0, max_length: int = 128) -> None:
         """
         Args:
             model: the base model to edit.
@@ -139,6 +146,11 @@ class KnowledgeNeurons(Editor):
             edit_scale: ``lambda`` in ``v_i += lambda * sign(a_i) * (e_new - e_old)``.
             use_paraphrases: attribute over the edit prompt and its paraphrases (as Dai et al.'s several
                 prompts per fact); the paraphrase scores are then not measured on unseen prompts.
+            exclusion_prompts: refinement against neurons that carry other facts too: attribute this many of the
+                record's out-of-scope prompts (hard ones first), each for its own answer, and leave out every
+                neuron above the threshold there. Such generic output neurons pass the sharing filter of a fact's
+                few prompts and then move many unrelated answers. 0 turns it off; each prompt costs as much as an
+                edit prompt.
             max_length: longest tokenized prompt.
         """
         super().__init__(model, max_length)
@@ -156,6 +168,9 @@ class KnowledgeNeurons(Editor):
         self.threshold, self.shared_fraction, self.max_neurons = threshold, shared_fraction, max_neurons
         self.edit_scale = edit_scale
         self.use_paraphrases = use_paraphrases
+        if exclusion_prompts < 0:
+            raise ValueError(f"exclusion_prompts must be >= 0, got {exclusion_prompts}")
+        self.exclusion_prompts = exclusion_prompts
         self.found: list[FoundNeurons] = []  # the last edit's neurons, for inspection
 
     @property
@@ -191,8 +206,11 @@ class KnowledgeNeurons(Editor):
         new = self.prompts.target_ids(record.target_new)[0]
         attributions = [integrated_gradients(self.layout, self.prompt_ids(p), old, self.layers, self.steps,
                                              self.batch_size) for p in prompts]
+        others = [*record.hard_out_of_scope, *record.out_of_scope][: self.exclusion_prompts]
+        exclude = [integrated_gradients(self.layout, self.prompt_ids(pair.prompt), self.prompts.target_ids(pair.target)[0],
+                                        self.layers, self.steps, self.batch_size) for pair in others]
         found = [(self.layers[i], n) for i, n in
-                 knowledge_neurons(attributions, self.threshold, self.shared_fraction, self.max_neurons)]
+                 knowledge_neurons(attributions, self.threshold, self.shared_fraction, self.max_neurons, exclude)]
         layers = sorted({layer for layer, _ in found})
         activations = last_token_activations(self.layout, self.prompt_ids(record.prompt), layers)
         signs = [1.0 if activations[layer][neuron] >= 0 else -1.0 for layer, neuron in found]

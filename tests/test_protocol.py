@@ -191,3 +191,15 @@ def test_tensorboard_gets_the_scalars_the_retention_curve_and_before_after_text(
     text = events.Tensors("edit_examples/ft/text_summary")[0].tensor_proto.string_val[0].decode()
     record = synthetic_records()[0]
     assert f"| {record.prompt} | {record.target_new} | {record.target_true} | {record.target_new} |" in text
+
+
+def test_before_after_examples_make_a_chain_at_once_and_ask_its_question(knowing_gpt2):
+    from lit_edit.callbacks import EditExamples
+
+    first, second = synthetic_records()[:2]
+    question = LabeledPrompt(second.prompt, second.target_new)  # answerable only after the chain's second edit
+    chain = [replace(first, group="chain", portability=(question,)), replace(second, group="chain")]
+    editor = FineTune(knowing_gpt2, steps=25, lr=1.0e-2)
+    text = EditExamples(max_new_tokens=1).examples(editor, chain, editor.prompts.batch)
+    assert f"| {first.prompt} | {first.target_new} | {first.target_true} | {first.target_new} |" in text
+    assert text.endswith(f"| {question.prompt} | {question.target} | {second.target_true} | {question.target} |")

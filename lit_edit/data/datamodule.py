@@ -118,9 +118,10 @@ class EditDataModule(LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, sampler: ResumableShuffle | None = None) -> DataLoader:
         records = self.records(split)
-        if sampler is None and any(record.group is not None for record in records):  # chained edits stay together
-            return DataLoader(records, batch_sampler=group_batches(records, batch_size), collate_fn=self.collate,
-                              num_workers=self.num_workers)
+        if sampler is None and any(record.group is not None for record in records):
+            # Chained edits stay together: the items are whole batches (so a distributed sampler deals out batches).
+            batches = [[records[i] for i in batch] for batch in group_batches(records, batch_size)]
+            return DataLoader(batches, batch_size=None, collate_fn=self.collate, num_workers=self.num_workers)
         return DataLoader(records, batch_size=batch_size, sampler=sampler, collate_fn=self.collate,
                           num_workers=self.num_workers, drop_last=sampler is not None)
 

@@ -215,8 +215,11 @@ def job_runner(slurm, knowing_gpt2, synthetic_splits, tmp_path_factory):
         return work, re.search(r"Submitted SLURM job (\d+)", done.stdout).group(1)
 
     def finish(work: Path, job_id: str) -> tuple[dict, dict]:
-        wait_for(lambda: job_state(job_id) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"),
-                 f"job {job_id}")
+        try:
+            wait_for(lambda: job_state(job_id) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"),
+                     f"job {job_id}")
+        finally:  # a job left running would hold the node, and every later test would wait behind it
+            subprocess.run(["scancel", job_id], capture_output=True)
         log = "\n".join(path.read_text() for path in sorted(work.glob("logs/slurm/*/slurm-*")))
         shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
         assert job_state(job_id) == "COMPLETED", f"{shown}\n{log[-4000:]}"

@@ -212,6 +212,11 @@ class SequentialEditing:
     def _state_path(self, key: str) -> Path | None:
         return None if self.state_dir is None else self.state_dir / f"{key}.sequential.pt"
 
+    @staticmethod
+    def _memory_path(state_path: Path, key: str) -> Path:
+        """Where a memory-based editor's memory is kept, beside its state."""
+        return state_path.with_name(f"{key}.memory.pt")
+
     def _save(self, key: str) -> None:
         path = self._state_path(key)
         if path is None:
@@ -219,7 +224,7 @@ class SequentialEditing:
         history = self.history(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         if history.memory is not None:  # written first: the state that points to it is replaced last
-            history.memory.save(path.with_name(f"{key}.memory.pt"))
+            history.memory.save(self._memory_path(path, key))
         partial = path.with_suffix(".tmp")
         torch.save({"params": {k: v.cpu() for k, v in history.params.items()},
                     "cases": [r.case_id for r in history.records], "curve": history.curve,
@@ -235,7 +240,7 @@ class SequentialEditing:
         if missing:
             raise ValueError(f"{path} holds edits {missing[:5]} that this run's data does not have; "
                              "delete it (and the results log) to start afresh")
-        memory_path = path.with_name(f"{key}.memory.pt")
+        memory_path = self._memory_path(path, key)
         return EditHistory(params=saved["params"], records=[self.records_by_id[c] for c in saved["cases"]],
                            curve=saved["curve"], batches=saved["batches"],
                            memory=EditMemory.load(memory_path) if memory_path.exists() else None)

@@ -86,6 +86,7 @@ class EditDataModule(LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.references = references
+        self._reference_texts: dict[str, tuple[str, ...]] | None = None
         self.splits: dict[str, list[EditRecord]] = {}
         self._prompts: PromptTokenizer | None = None
 
@@ -104,7 +105,9 @@ class EditDataModule(LightningDataModule):
         if split not in self.splits:
             records = load_split(self.paths[split], self.format)[: self.limits.get(split)]
             if self.references is not None:
-                records = with_references(records, read_references(resolve_data_path(self.references)[0]))
+                if self._reference_texts is None:  # read once for every split
+                    self._reference_texts = read_references(resolve_data_path(self.references)[0])
+                records = with_references(records, self._reference_texts)
             self.splits[split] = records
         return self.splits[split]
 

@@ -257,6 +257,45 @@ def trained_counterfactual(tiny_models) -> CounterfactualModel:
     return counterfactual.eval()
 
 
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_cached_descriptor_states_give_the_logits_of_reading_descriptor_and_query_together(tiny_models, architecture):
+    """The prefix cache is only a speed-up: cold (descriptors read into it) and warm (reused) inference give the
+    logits of the concatenated sequence, for descriptors of different lengths and two rows under one edit."""
+    torch.manual_seed(0)
+    counterfactual = CounterfactualModel(tiny_models[architecture]).eval()
+    short = EditDescriptor("0", TEST[0].prompt, TEST[0].target_new)
+    long = EditDescriptor("1", " ".join(["alpha"] * 9) + " " + TEST[1].prompt, TEST[1].target_new)
+    queries = PromptTokenizer(counterfactual.tokenizer)(
+        [TEST[0].in_scope[0], TEST[0].in_scope[1], TEST[1].in_scope[0], TEST[2].out_of_scope[0]])
+    rows = [short, short, long, long]
+    real = queries.attention_mask[:, 1:] == 1  # aligned positions that hold a query token
+    with torch.enable_grad():
+        reference = counterfactual(queries, rows).detach()  # gradients on: descriptor and query read together
+    assert counterfactual.prefix_cache is not None and len(counterfactual.prefix_cache) == 0
+    with torch.no_grad():
+        cold = counterfactual(queries, rows)
+        assert len(counterfactual.prefix_cache) == 2  # each distinct descriptor read once
+        warm = counterfactual(queries, rows)
+    for logits in (cold, warm):
+        assert logits.shape == reference.shape
+        torch.testing.assert_close(logits[real], reference[real], atol=1e-4, rtol=1e-4)
+    counterfactual.train()  # training changes the weights the states were computed with
+    assert len(counterfactual.prefix_cache) == 0
+
+
+def test_prefix_cache_stays_within_its_byte_budget_dropping_the_least_recently_used():
+    from lit_edit.editors.prefix_cache import PrefixCache
+    states = (torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)),  # 192 bytes
+    cache = PrefixCache(max_bytes=400)
+    cache.put((1,), states)
+    cache.put((2,), states)
+    cache.get((1,))  # (2,) is now the least recently used
+    cache.put((3,), states)
+    assert (1,) in cache and (3,) in cache and (2,) not in cache and cache.bytes == 384
+    cache.put((4,), (tuple(torch.zeros(2, 30, 4) for _ in range(2)),))  # over the whole budget: not stored
+    assert (4,) not in cache and len(cache) == 2
+
+
 @pytest.fixture(scope="module")
 def serac(tiny_models, encoder_dir, trained_classifier, trained_counterfactual) -> SERAC:
     editor = SERAC(tiny_models["gpt2"], encoder=encoder_dir)
@@ -329,7 +368,7 @@ def test_train_py_trains_serac_and_evaluate_py_scores_it_with_the_cache(tiny_mod
 
     config = yaml.safe_load((CONFIG_DIR / "evaluate_serac.yaml").read_text())
     editors = config["model"]["editors"]
-    del editors["mend"]
+    del editors["mend"], editors["ke"]  # trained elsewhere (test_ke.py, test_training.py)
     editors["serac"]["init_args"].update(model=spec, encoder=encoder_dir, checkpoint=str(tmp_path / "ckpt" / "best.ckpt"),
                                          counterfactual_trainable=["transformer.h.1.*"])
     editors["cache"]["init_args"]["model"] = spec

@@ -21,6 +21,7 @@ from lit_edit.data.batch import EditBatch, TokenizedExamples, select_out_of_scop
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.edited_model import aligned_logits, locality_kl, nll_loss, prediction_mask
 from lit_edit.editors.memory import EditDescriptor
+from lit_edit.editors.prefix_cache import PrefixCache, continue_after_prefixes, read_prefixes
 from lit_edit.metrics import edit_success
 from lit_edit.models import (
     ModelSpec,
@@ -59,7 +60,8 @@ class CounterfactualModel(LightningModule):
     or inside SERAC."""
 
     def __init__(self, model: ModelSpec | None = None, base: ModelSpec | None = None, lr: float = 1.0e-5,
-                 c_loc: float = 1.0, template: str = "{prompt} {target}\n", trainable: list[str] | None = None) -> None:
+                 c_loc: float = 1.0, template: str = "{prompt} {target}\n", trainable: list[str] | None = None,
+                 prefix_cache_mb: float = 256.0) -> None:
         """
         Args:
             model: the counterfactual LM (a causal LM with the base model's tokenizer); loaded as its own trainable
@@ -70,6 +72,8 @@ class CounterfactualModel(LightningModule):
             template: how an edit descriptor is written before the query (``{prompt}``, ``{target}``).
             trainable: glob patterns naming the weights that training changes (default: all); the rest stay as
                 loaded (e.g. only the top blocks: cheaper backward passes and optimizer state).
+            prefix_cache_mb: memory for the key/value states of descriptors already read, reused at inference by
+                later queries under the same edit (0: read every descriptor with its query).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -86,6 +90,9 @@ class CounterfactualModel(LightningModule):
         self.tokenizer = load_tokenizer(self.spec)
         self.lr, self.c_loc, self.template = lr, c_loc, template
         self.max_positions = context_length(self.lm.config)
+        if prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
 
     @property
     def base(self) -> Any:
@@ -102,26 +109,40 @@ class CounterfactualModel(LightningModule):
         """Aligned logits ``[rows, seq - 1, vocab]`` of each query row, read after its edit's descriptor.
 
         A descriptor that does not fit before its query in the model's context keeps its last tokens; a query that
-        leaves no room for any descriptor token is an error.
+        leaves no room for any descriptor token is an error. At inference (no gradients, eval mode) the
+        descriptors' key/value states come from the prefix cache: the same logits, about a query's cost per row.
         """
         if len(descriptors) != len(examples):
             raise ValueError(f"{len(examples)} queries but {len(descriptors)} edit descriptors")
-        lengths = examples.attention_mask.sum(1).tolist()
-        rows, offsets = [], []
-        for row, length, d in zip(examples.input_ids, lengths, descriptors, strict=True):
-            prefix = self.tokenizer(self.template.format(prompt=d.prompt, target=d.target),
-                                    add_special_tokens=True)["input_ids"]
-            if self.max_positions is not None:
-                room = self.max_positions - int(length)
-                if room < 1:
-                    raise ValueError(f"a query of {length} tokens leaves no room for its edit in the counterfactual "
-                                     f"model's context of {self.max_positions} tokens; lower max_length")
-                prefix = prefix[-room:]
-            rows.append(prefix + row[: int(length)].tolist())
-            offsets.append(len(prefix))
+        lengths = [int(n) for n in examples.attention_mask.sum(1).tolist()]
+        prefixes = [self._prefix_ids(d, n) for d, n in zip(descriptors, lengths, strict=True)]
+        if self.prefix_cache is not None and not self.training and not torch.is_grad_enabled():
+            try:
+                return self._continue_cached(examples, prefixes)
+            except TypeError:  # a model whose cache has no per-layer keys and values: read the descriptors anew
+                self.prefix_cache = None
+        return self._read_concatenated(examples, prefixes, lengths)
+
+    def _prefix_ids(self, descriptor: EditDescriptor, query_length: int) -> tuple[int, ...]:
+        ids = self.tokenizer(self.template.format(prompt=descriptor.prompt, target=descriptor.target),
+                             add_special_tokens=True)["input_ids"]
+        if self.max_positions is not None:
+            room = self.max_positions - query_length
+            if room < 1:
+                raise ValueError(f"a query of {query_length} tokens leaves no room for its edit in the counterfactual "
+                                 f"model's context of {self.max_positions} tokens; lower max_length")
+            ids = ids[-room:]
+        return tuple(ids)
+
+    @property
+    def _pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id) if self.tokenizer.pad_token_id is not None else 0
+
+    def _read_concatenated(self, examples: TokenizedExamples, prefixes: Sequence[tuple[int, ...]],
+                           lengths: Sequence[int]) -> Tensor:
+        rows = [list(p) + row[:n].tolist() for p, row, n in zip(prefixes, examples.input_ids, lengths, strict=True)]
         width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
@@ -129,9 +150,31 @@ class CounterfactualModel(LightningModule):
         logits = self.lm(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False).logits
         # Position offset + t holds query token t and predicts token t + 1: the query's aligned logit t.
         steps = examples.input_ids.shape[1] - 1
-        index = (torch.tensor(offsets, device=logits.device)[:, None] + torch.arange(steps, device=logits.device))
-        index = index.clamp_max(width - 1)
+        offsets = torch.tensor([len(p) for p in prefixes], device=logits.device)
+        index = (offsets[:, None] + torch.arange(steps, device=logits.device)).clamp_max(width - 1)
         return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
+
+    def _continue_cached(self, examples: TokenizedExamples, prefixes: Sequence[tuple[int, ...]]) -> Tensor:
+        cache = self.prefix_cache
+        assert cache is not None
+        missing = list(dict.fromkeys(p for p in prefixes if p not in cache))  # each new descriptor read once
+        fresh = dict(zip(missing, read_prefixes(self.lm, missing, self._pad_id), strict=True)) if missing else {}
+        for ids, states in fresh.items():
+            cache.put(ids, states)
+        states = [fresh[p] if p in fresh else cache.get(p) for p in prefixes]
+        logits = continue_after_prefixes(self.lm, states, examples.input_ids, examples.attention_mask)
+        return logits[:, :-1]
+
+    def train(self, mode: bool = True) -> CounterfactualModel:
+        """Training changes the weights the cached descriptor states were computed with: forget them."""
+        if mode and getattr(self, "prefix_cache", None) is not None:
+            self.prefix_cache.clear()
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        if getattr(self, "prefix_cache", None) is not None:
+            self.prefix_cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def loss(self, batch: EditBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """NLL of the new targets on in-scope prompts + ``c_loc`` · KL(base || counterfactual) out of scope."""

@@ -36,7 +36,7 @@ class SERAC(Editor):
                  counterfactual: ModelSpec | None = None, threshold: float = 0.5, lr: float = 1.0e-5,
                  classifier_lr: float = 1.0e-5, classifier_head_lr: float = 1.0e-2, c_loc: float = 1.0,
                  template: str = "{prompt} {target}\n", counterfactual_trainable: list[str] | None = None,
-                 checkpoint: str | None = None, max_length: int = 128) -> None:
+                 checkpoint: str | None = None, max_length: int = 128, prefix_cache_mb: float = 256.0) -> None:
         """
         Args:
             model: the base model (frozen).
@@ -52,6 +52,8 @@ class SERAC(Editor):
                 (default: all).
             checkpoint: a trained SERAC's checkpoint (``python train.py --config configs/serac.yaml``).
             max_length: longest tokenized prompt.
+            prefix_cache_mb: memory for the counterfactual model's key/value states of descriptors it has read; a
+                later query under the same edit then costs about one forward pass over the query alone.
         """
         super().__init__(model, max_length)
         if self.kind != "causal":
@@ -62,7 +64,8 @@ class SERAC(Editor):
         self.threshold = threshold
         self.classifier = ScopeClassifier(encoder, lr=classifier_lr, head_lr=classifier_head_lr, max_length=max_length)
         self.counterfactual = CounterfactualModel(counterfactual or self.model_spec, self.model_spec, lr=lr,
-                                                  c_loc=c_loc, template=template, trainable=counterfactual_trainable)
+                                                  c_loc=c_loc, template=template, trainable=counterfactual_trainable,
+                                                  prefix_cache_mb=prefix_cache_mb)
         if self.counterfactual.tokenizer.get_vocab() != self.tokenizer.get_vocab():
             raise ValueError("SERAC's counterfactual model must use the base model's tokenizer: its logits stand in "
                              "for the base model's")

@@ -99,8 +99,25 @@ def describe(submission: Submission) -> str:
             f"  watch with:  squeue -j {submission.job_id}")
 
 
+class EvaluateCLI(LightningCLI):
+    """Compare editors; ``--model.only`` drops the other editors before anything is built (no checkpoint of theirs is
+    read, no model of theirs loaded)."""
+
+    def before_instantiate_classes(self) -> None:
+        model = self.config["model"]
+        only = model.get("only")
+        if only is None:
+            return
+        editors = model["editors"]
+        unknown = sorted(set(only) - set(editors))
+        if unknown:
+            raise ValueError(f"--model.only names editors the config does not define: {unknown}; "
+                             f"defined: {sorted(editors)}")
+        model["editors"] = {key: editor for key, editor in editors.items() if key in only}
+
+
 def evaluate_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "evaluate.yaml") -> Any:
-    cli = LightningCLI(
+    cli = EvaluateCLI(
         EditorSuite, EditDataModule, run=False, args=args,
         parser_kwargs={"parser_mode": "omegaconf",
                        "default_config_files": [str(default_config)] if default_config else []},

@@ -133,6 +133,9 @@ def test_evaluate_py_runs_only_the_editors_named(tiny_models, synthetic_splits, 
     evaluate_main(["--config", config, "--model.only", "[mend, unedited]"], default_config=None)
     records = json.loads((tmp_path / "results" / "evaluate.json").read_text())
     assert sorted(r["editor"] for r in records) == ["mend", "unedited"]
+    # An editor left out is never built: its missing checkpoint does not stop the run.
+    evaluate_main(["--config", config, "--model.only", "[unedited]",
+                   "--model.editors.mend.init_args.checkpoint", str(tmp_path / "missing.ckpt")], default_config=None)
     with pytest.raises(ValueError, match=r"does not define: \['mnd'\]"):
         evaluate_main(["--config", config, "--model.only", "[mnd]"], default_config=None)
 

@@ -10,6 +10,7 @@ shown with an unrelated edit, so that a wrongly routed query is still answered a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,7 +120,9 @@ class CounterfactualModel(LightningModule):
         if self.prefix_cache is not None and not self.training and not torch.is_grad_enabled():
             try:
                 return self._continue_cached(examples, prefixes)
-            except TypeError:  # a model whose cache has no per-layer keys and values: read the descriptors anew
+            except TypeError as error:  # e.g. a model whose cache has no per-layer keys and values
+                warnings.warn(f"SERAC's counterfactual model cannot reuse descriptor states ({error}); every descriptor "
+                              "is read again with its query from now on", stacklevel=2)
                 self.prefix_cache = None
         return self._read_concatenated(examples, prefixes, lengths)
 

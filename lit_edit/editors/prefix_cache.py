@@ -40,7 +40,7 @@ class PrefixCache:
         return self._states[ids]
 
     def put(self, ids: tuple[int, ...], states: PrefixStates) -> None:
-        size = sum(t.numel() * t.element_size() for layer in states for t in layer)
+        size = _size(states)
         if size > self.max_bytes:
             return  # larger than the whole budget: used once, never stored
         if ids in self._states:

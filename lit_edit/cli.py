@@ -17,7 +17,7 @@ from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
 from lit_edit.preemption import CheckpointOnPreemption
 from lit_edit.slurm import JOB_CONFIG, JOB_SCRIPT, SlurmError, SlurmJob, Submission, submit_training
-from lit_edit.suite import EditorSuite
+from lit_edit.suite import EditorSuite, only_editors
 
 # EditDataModule's training order resumes mid-epoch through its sampler (lit_edit.data.sampling), which
 # Lightning's check for a stateful DataLoader does not see.
@@ -108,12 +108,7 @@ class EvaluateCLI(LightningCLI):
         only = model.get("only")
         if only is None:
             return
-        editors = model["editors"]
-        unknown = sorted(set(only) - set(editors))
-        if unknown:
-            raise ValueError(f"--model.only names editors the config does not define: {unknown}; "
-                             f"defined: {sorted(editors)}")
-        model["editors"] = {key: editor for key, editor in editors.items() if key in only}
+        model["editors"] = only_editors(model["editors"], only)
 
 
 def evaluate_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "evaluate.yaml") -> Any:

@@ -73,11 +73,7 @@ class EditorSuite(LightningModule):
         """
         super().__init__()
         if only is not None:
-            unknown = sorted(set(only) - set(editors))
-            if unknown:
-                raise ValueError(f"--model.only names editors the config does not define: {unknown}; "
-                                 f"defined: {sorted(editors)}")
-            editors = {key: editor for key, editor in editors.items() if key in only}
+            editors = only_editors(editors, only)
         if not editors:
             raise ValueError("EditorSuite needs at least one editor")
         specs = {(e.model_spec.name, e.model_spec.kind, e.model_spec.dtype) for e in editors.values()}
@@ -213,6 +209,15 @@ class EditorSuite(LightningModule):
         if self.sequence is not None:
             described["measure_every"] = self.sequence.measure_every
         return described
+
+
+def only_editors(editors: dict[str, Any], only: list[str]) -> dict[str, Any]:
+    """The entries of ``editors`` (built editors or their configs) named in ``only``; an unknown name is an error."""
+    unknown = sorted(set(only) - set(editors))
+    if unknown:
+        raise ValueError(f"--model.only names editors the config does not define: {unknown}; "
+                         f"defined: {sorted(editors)}")
+    return {key: editor for key, editor in editors.items() if key in only}
 
 
 def results_table(results: list[dict[str, Any]]) -> str:

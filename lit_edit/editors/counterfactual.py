@@ -119,7 +119,7 @@ class CounterfactualModel(LightningModule):
         prefixes = [self._prefix_ids(d, n) for d, n in zip(descriptors, lengths, strict=True)]
         if self.prefix_cache is not None and not self.training and not torch.is_grad_enabled():
             try:
-                return self._continue_cached(examples, prefixes)
+                return self._continue_cached(self.prefix_cache, examples, prefixes)
             except TypeError as error:  # e.g. a model whose cache has no per-layer keys and values
                 warnings.warn(f"SERAC's counterfactual model cannot reuse descriptor states ({error}); every descriptor "
                               "is read again with its query from now on", stacklevel=2)
@@ -157,9 +157,8 @@ class CounterfactualModel(LightningModule):
         index = (offsets[:, None] + torch.arange(steps, device=logits.device)).clamp_max(width - 1)
         return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))
 
-    def _continue_cached(self, examples: TokenizedExamples, prefixes: Sequence[tuple[int, ...]]) -> Tensor:
-        cache = self.prefix_cache
-        assert cache is not None
+    def _continue_cached(self, cache: PrefixCache, examples: TokenizedExamples,
+                         prefixes: Sequence[tuple[int, ...]]) -> Tensor:
         missing = list(dict.fromkeys(p for p in prefixes if p not in cache))  # each new descriptor read once
         fresh = dict(zip(missing, read_prefixes(self.lm, missing, self._pad_id), strict=True)) if missing else {}
         for ids, states in fresh.items():

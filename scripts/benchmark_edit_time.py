@@ -4,6 +4,8 @@
         --mend checkpoints/mend-smollm2-135m/best.ckpt
     python scripts/benchmark_edit_time.py --data shared:counterfact/counterfact-val.json#0:30 \
         --format counterfact_easyedit --editors rome memit --device cuda
+    python scripts/benchmark_edit_time.py --data shared:counterfact/counterfact-val.json#0:5 \
+        --format counterfact_easyedit --editors rome memit --samples 200 --statistics-batch 16   # CPU-sized C
 
 ROME and MEMIT read C = E[kk^T] from its cache (estimated once, before the timing starts).
 
@@ -22,6 +24,7 @@ import torch
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors import MEMIT, MEND, ROME, Editor, FineTune
 from lit_edit.editors.edited_model import aligned_logits, nll_loss
+from lit_edit.key_statistics import KeyStatisticsSpec
 
 
 def synchronized_clock() -> float:
@@ -54,9 +57,14 @@ def main() -> None:
     parser.add_argument("--editors", nargs="+", default=["ft", "ft_kl", "mend"],
                         choices=["ft", "ft_kl", "mend", "rome", "memit"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--samples", type=int, default=KeyStatisticsSpec.samples,
+                        help="passages ROME/MEMIT's C is estimated from (a cached estimate of this size is reused)")
+    parser.add_argument("--statistics-batch", type=int, default=KeyStatisticsSpec.batch_size)
     args = parser.parse_args()
+    statistics_spec = KeyStatisticsSpec(samples=args.samples, batch_size=args.statistics_batch)
     build = {"ft": lambda: FineTune(steps=10), "ft_kl": lambda: FineTune(steps=10, kl_weight=1.0),
-             "mend": lambda: MEND(checkpoint=args.mend), "rome": ROME, "memit": MEMIT}
+             "mend": lambda: MEND(checkpoint=args.mend), "rome": lambda: ROME(statistics=statistics_spec),
+             "memit": lambda: MEMIT(statistics=statistics_spec)}
     editors: list[Editor] = [build[name]().to(args.device).eval() for name in args.editors]
     for editor in editors:
         for layer in getattr(editor, "layers", []):

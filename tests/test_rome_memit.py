@@ -11,7 +11,7 @@ from conftest import synthetic_records
 import lit_edit.editors.key_value as key_value
 from lit_edit.data.records import EditRecord
 from lit_edit.editors import MEMIT, ROME, EditFailedError
-from lit_edit.editors.key_value import TargetOptimisation, essence_rows, fact_rows, keys_and_values, optimise_shift
+from lit_edit.editors.key_value import TargetOptimisation, essence_rows, fact_rows, optimise_shift, subject_keys
 from lit_edit.editors.rome import ContextPrefixes
 from lit_edit.key_statistics import KeyStatisticsSpec, regularised_inverse_solve
 from lit_edit.subject_tokens import SubjectNotFoundError
@@ -44,15 +44,22 @@ def test_rome_update_is_rank_one_and_writes_the_value_exactly(knowing_gpt2):
     stored_delta = edited.params[name] - editor.base_params()[name]
     assert torch.linalg.matrix_rank(stored_delta, rtol=1.0e-4) == 1
 
-    # k* and v* as ROME defines them, recomputed on the unedited model (the search is deterministic).
+    # k*, k and v* as ROME defines them, recomputed on the unedited model (the search is deterministic).
     module = editor.layout.mlp_out(0)
     request = editor.requests(batch)[0]
     rows = fact_rows(editor.prompts, [request], editor.prefixes())
-    keys, _ = keys_and_values(editor.model, {}, module, rows)
+    averaged, own = subject_keys(editor.model, {}, module, rows)
+    assert not torch.allclose(averaged, own, atol=1.0e-3)  # the prefixes do move the key
     value, shift = optimise_shift(editor.model, {}, editor.kind, module, rows,
                                   essence_rows(editor.tokenizer, [request], editor.device), editor.target)
-    written = keys[0] @ edited.params[name] + module.bias  # Conv1D: x @ W + b
+    written = own[0] @ edited.params[name] + module.bias  # Conv1D: x @ W + b
     torch.testing.assert_close(written, (value + shift)[0], rtol=1.0e-4, atol=1.0e-4)
+
+    # The update's direction is C⁻¹k* (k* averaged over the prefixes): a key orthogonal to it is left alone.
+    direction = torch.linalg.solve(editor.key_moment(0), averaged[0].double()).float()
+    other = torch.randn(direction.shape[0], generator=torch.Generator().manual_seed(0))
+    other = other - direction * (direction @ other) / (direction @ direction)
+    torch.testing.assert_close(other @ stored_delta, torch.zeros(stored_delta.shape[1]), rtol=0.0, atol=1.0e-4)
 
 
 def test_rome_refuses_a_prompt_without_its_subject(knowing_gpt2):
@@ -90,7 +97,7 @@ def test_memit_with_one_fact_and_layer_is_rome_shrunk_by_its_regulariser(knowing
     rome_delta = rome_editor.edit(batch).params[name] - rome_editor.base_params()[name]
     memit_delta = memit.edit(batch).params[name] - memit.base_params()[name]
     rows = fact_rows(rome_editor.prompts, rome_editor.requests(batch), [])
-    key = keys_and_values(rome_editor.model, {}, rome_editor.layout.mlp_out(0), rows)[0][0].double()
+    key = subject_keys(rome_editor.model, {}, rome_editor.layout.mlp_out(0), rows)[0][0].double()
     s = key @ regularised_inverse_solve(rome_editor.key_moment(0), key)
     torch.testing.assert_close(memit_delta, rome_delta * (s / (2.0 + s)).float(), rtol=1.0e-3, atol=1.0e-5)
 

@@ -144,13 +144,15 @@ def run(model: PreTrainedModel, params: dict[str, Tensor], **inputs: Tensor) -> 
 
 
 @torch.no_grad()
-def keys_and_values(model: PreTrainedModel, params: dict[str, Tensor], module: nn.Module,
-                    rows: FactRows) -> tuple[Tensor, Tensor]:
-    """Per fact: the module's input averaged over its contexts (the key k*), and its output there."""
+def subject_keys(model: PreTrainedModel, params: dict[str, Tensor], module: nn.Module,
+                 rows: FactRows) -> tuple[Tensor, Tensor]:
+    """Per fact, ``module``'s input at the subject's last token: averaged over the fact's contexts (k*, which decides
+    the direction of ROME's update) and in the bare prompt alone (the key that prompt will present)."""
     with captured(module) as seen:
         run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
     index = torch.arange(len(rows.fact))
-    return mean_per_fact(seen["input"][index, rows.subject_position], rows), seen["output"][index, rows.subject_position].float()
+    keys = seen["input"][index, rows.subject_position]
+    return mean_per_fact(keys, rows), keys[rows.unprefixed].float()
 
 
 def mean_per_fact(values: Tensor, rows: FactRows) -> Tensor:
@@ -233,8 +235,8 @@ def current_values(weight: Tensor, bias: Tensor | None, keys: Tensor) -> Tensor:
 
 
 def rank_one_update(key: Tensor, residual: Tensor, inverse_moment_key: Tensor) -> Tensor:
-    """ROME's ΔW = r (C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k*): afterwards (W + ΔW) k* = W k* + r, and keys orthogonal to
-    C⁻¹k* (in C's metric) are untouched."""
+    """ROME's ΔW = r uᵀ / (uᵀk) with u = C⁻¹k*: afterwards (W + ΔW) k = W k + r, and keys orthogonal to u
+    (orthogonal to k* in C's metric) are untouched."""
     u = inverse_moment_key.double()
     return (torch.outer(residual.double(), u) / (u @ key.double())).float()
 

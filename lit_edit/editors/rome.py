@@ -2,8 +2,11 @@
 
 k* is the projection's input at the subject's last token (averaged over sampled prefixes), v* the output that
 makes the model predict the new target (found by optimisation, :mod:`lit_edit.editors.key_value`), and
-W ← W + (v* − W k*)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀk*) with C = E[kkᵀ] estimated once per model and layer
-(:mod:`lit_edit.key_statistics`). Several edits in a batch are written one after the other.
+W ← W + (v* − W k)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀk) with C = E[kkᵀ] estimated once per model and layer
+(:mod:`lit_edit.key_statistics`). The averaged k* sets which keys the update touches; k, the key of the edit prompt
+itself, is the one mapped exactly to v*, as in ROME's released code. (With k* in both places, the paper's formula,
+the prompt's own output misses v* by W(k − k*), which cost SmolLM2 about one edit in fifteen; BENCHMARKS §10.)
+Several edits in a batch are written one after the other.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from lit_edit.editors.key_value import (
     current_values,
     essence_rows,
     fact_rows,
-    keys_and_values,
     optimise_shift,
     rank_one_update,
+    subject_keys,
 )
 from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, well_conditioned
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
@@ -139,12 +142,12 @@ class ROME(LocatingEditor):
         """ΔW (out, in) that writes one fact into the model as edited by ``params``."""
         module = self.layout.mlp_out(self.layer)
         rows = fact_rows(self.prompts, [request], self.prefixes()).to(self.device)
-        keys, _ = keys_and_values(self.model, params, module, rows)
+        averaged, own = subject_keys(self.model, params, module, rows)
         value, shift = optimise_shift(self.model, params, self.kind, module, rows,
                                       essence_rows(self.tokenizer, [request], self.device), self.target)
         weight = self.weight(self.layer, params).float()
         bias = None if getattr(module, "bias", None) is None else module.bias.float()
-        residual = (value + shift) - current_values(weight, bias, keys)
+        residual = (value + shift) - current_values(weight, bias, own)
         with torch.no_grad():
-            direction = torch.linalg.solve(self.key_moment(self.layer), keys[0].double())
-        return rank_one_update(keys[0], residual[0], direction)
+            direction = torch.linalg.solve(self.key_moment(self.layer), averaged[0].double())
+        return rank_one_update(own[0], residual[0], direction)

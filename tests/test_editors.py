@@ -44,6 +44,26 @@ def test_ft_edit_changes_in_scope_and_keeps_base_model(tiny_models, arch):
     assert_bit_identical(editor.model, before)  # functional edit: the base model is never written
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "t5"])
+def test_labelled_only_logits_give_the_same_loss_and_gradient(tiny_models, arch):
+    """The editors' losses read only the target positions; a causal LM then computes no other logits."""
+    editor = NoEdit(tiny_models[arch])
+    batch = editor.prompts.batch([RECORD, synthetic_records()[3]])
+    name = tiny_models[arch].editable[0]
+    results = []
+    for labelled_only in (False, True):
+        weight = dict(editor.model.named_parameters())[name].detach().clone().requires_grad_(True)
+        logits, labels = aligned_logits(editor.model, batch.edit, editor.kind, {name: weight}, labelled_only)
+        loss = nll_loss(logits, labels)
+        results.append((logits.shape[1], loss.detach(), torch.autograd.grad(loss, weight)[0]))
+    (all_positions, loss, grad), (kept, loss_kept, grad_kept) = results
+    labels = batch.edit.labels[:, 1:] if editor.kind == "causal" else batch.edit.labels
+    assert kept == int((labels != -100).any(0).sum())
+    assert kept < all_positions or editor.kind == "seq2seq"  # a decoder's positions are all target tokens
+    torch.testing.assert_close(loss_kept, loss)
+    torch.testing.assert_close(grad_kept, grad)
+
+
 def test_ft_edit_on_gpt2_keeps_out_of_scope_predictions(knowing_gpt2):
     record = synthetic_records()[3]
     editor = FineTune(knowing_gpt2, steps=10, lr=1.0e-2)

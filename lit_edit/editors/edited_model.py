@@ -7,6 +7,7 @@ edit cannot leave a trace in it.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,23 +22,36 @@ from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
 
 
 def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: str,
-                   params: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                   params: dict[str, Tensor] | None = None, labelled_only: bool = False) -> tuple[Tensor, Tensor]:
     """Run ``model`` (with ``params`` substituted, if given) and return logits aligned with labels.
 
     Causal LMs predict token t+1 at position t, so logits and labels are shifted against each other;
-    seq2seq LMs produce decoder logits already aligned with the labels.
+    seq2seq LMs produce decoder logits already aligned with the labels. ``labelled_only``: return only the
+    positions where some row has a label, and have a causal LM compute no others (its ``logits_to_keep``);
+    a loss on the targets needs nothing else, and the LM head over a large vocabulary at every prompt token
+    is about a fifth of a small model's work. Models without ``logits_to_keep`` still compute every position.
     """
     # No key-value cache: nothing is generated here, and a cache that layers append to would break recomputation
     # under activation checkpointing.
     kwargs: dict[str, Any] = {"input_ids": examples.input_ids, "attention_mask": examples.attention_mask,
                               "use_cache": False}
+    labels = examples.labels[:, 1:] if kind == "causal" else examples.labels
+    keep = (labels != IGNORE_INDEX).any(0).nonzero().squeeze(1) if labelled_only else None
     if kind == "seq2seq":
         kwargs["labels"] = examples.labels
+    elif keep is not None and _takes_logits_to_keep(model):
+        kwargs["logits_to_keep"] = keep  # position t predicts token t + 1
     output = functional_call(model, params, args=(), kwargs=kwargs, strict=False) if params else model(**kwargs)
     logits = output.logits
+    if "logits_to_keep" in kwargs:
+        return logits, labels[:, keep]
     if kind == "causal":
-        return logits[:, :-1], examples.labels[:, 1:]
-    return logits, examples.labels
+        logits = logits[:, :-1]
+    return (logits, labels) if keep is None else (logits[:, keep], labels[:, keep])
+
+
+def _takes_logits_to_keep(model: PreTrainedModel) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def at_least_float32(x: Tensor) -> Tensor:

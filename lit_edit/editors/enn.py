@@ -80,7 +80,7 @@ class ENN(Editor):
             params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
             rates = rates.detach()
         for step in range(self.inner_steps):
-            loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, params))
+            loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, params, labelled_only=True))
             if not torch.isfinite(loss):
                 raise EditFailedError(f"ENN: inner step {step} loss is {loss.item()}; the model was left unchanged")
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=training and not self.first_order)

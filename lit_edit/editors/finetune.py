@@ -68,7 +68,7 @@ class FineTune(Editor):
             locality_mask = prediction_mask(locality, self.kind)
         for _ in range(self.steps):
             optimizer.zero_grad(set_to_none=True)
-            loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, params))
+            loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, params, labelled_only=True))
             if self.kl_weight > 0:
                 post_locality, _ = aligned_logits(self.model, locality, self.kind, params)
                 loss = loss + self.kl_weight * locality_kl(pre_locality, post_locality, locality_mask)

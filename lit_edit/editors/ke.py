@@ -189,7 +189,7 @@ class KE(Editor):
         leaves = {name: p.detach().requires_grad_(True) for name, p in base.items()}
         with ActivationCapture(self.model, self.module_names) as capture:
             # The sum of per-edit mean NLLs: each edit's output gradients are those of its own loss alone.
-            loss = per_example_nll(*aligned_logits(self.model, batch.edit, self.kind, leaves)).sum()
+            loss = per_example_nll(*aligned_logits(self.model, batch.edit, self.kind, leaves, labelled_only=True)).sum()
             if not torch.isfinite(loss):
                 raise EditFailedError(f"KE: the edit loss is {loss.item()}; the model was left unchanged")
             torch.autograd.grad(loss, list(leaves.values()))

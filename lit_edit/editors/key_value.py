@@ -188,7 +188,7 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
     for _ in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         with output_shifted(module, row_index, rows.subject_position.to(device), shift[fact]):
-            logits, labels = aligned_logits(model, rows.examples, kind, params)
+            logits, labels = aligned_logits(model, rows.examples, kind, params, labelled_only=True)
         nll = example_nll(logits, labels)
         fact_nll = torch.zeros(facts, device=device).index_add(0, fact, nll) / per_fact
         with output_shifted(module, torch.arange(facts, device=device), essence_subject.to(device), shift):

@@ -157,7 +157,7 @@ class MEND(Editor):
         base = self.base_params()
         leaves = {name: p.detach().requires_grad_(True) for name, p in base.items()}
         with ActivationCapture(self.model, self.module_names) as capture:
-            loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, leaves))
+            loss = nll_loss(*aligned_logits(self.model, batch.edit, self.kind, leaves, labelled_only=True))
             torch.autograd.grad(loss, list(leaves.values()))
         params: dict[str, Tensor] = {}
         (edit_lrs,) = self.edit_lrs()

@@ -52,6 +52,30 @@ def merge_states(scores: EditScores, states: dict[str, dict[str, Any]]) -> None:
         metric._update_count += 1  # merge_state counts no update, and compute() would warn that none happened
 
 
+def read_log(path: Path) -> tuple[str, list[dict[str, Any]], bool]:
+    """A per-batch log's header fingerprint, its finished (editor, batch) entries and whether the run finished.
+
+    The last line may be cut short by a crash (that batch is simply not finished); any other bad line is an error.
+    """
+    lines = path.read_text().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        header = {}
+    entries: list[dict[str, Any]] = []
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # written halfway when the run was killed: that batch is done again
+            raise ValueError(f"{path}: line {number} is not JSON; delete the log to start afresh") from None
+        if entry.get("complete"):
+            return header.get("fingerprint", ""), entries, True
+        entries.append(entry)
+    return header.get("fingerprint", ""), entries, False
+
+
 class ResultsLog:
     """Append-only JSON lines, one per (editor, batch of case ids), after a header with the run's fingerprint.
 
@@ -72,24 +96,10 @@ class ResultsLog:
         """Load an unfinished log of the same run; False when there is none to resume."""
         if not path.exists():
             return False
-        lines = path.read_text().splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else {}
-        except json.JSONDecodeError:
-            header = {}
-        if header.get("fingerprint") != self.fingerprint:
-            return False
-        for number, line in enumerate(lines[1:], 2):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                if number == len(lines):
-                    break  # written halfway when the run was killed: that batch is done again
-                raise ValueError(f"{path}: line {number} is not JSON; delete the log to start afresh") from None
-            if entry.get("complete"):
-                self.entries.clear()
-                return False  # a finished run: a new one starts afresh
-            self.entries[entry["editor"], tuple(entry["cases"])] = entry
+        fingerprint, entries, complete = read_log(path)
+        if fingerprint != self.fingerprint or complete:
+            return False  # another run's log, or a finished run: a new one starts afresh
+        self.entries = {(entry["editor"], tuple(entry["cases"])): entry for entry in entries}
         return True
 
     def get(self, editor: str, cases: Sequence[str]) -> dict[str, Any] | None:

@@ -3,7 +3,9 @@
 ``evaluate.py`` writes, beside its results JSON, the table (``.md``), ES against DD per editor
 (``_es_dd.png``) and, for a sequential run, the retention curves (``_retention.png``).
 ``lit-edit report RESULTS.json ...`` does the same for several runs at once and adds ES and DD against the
-number of edits made at once, from runs that differ in ``data.eval_edits_per_batch``.
+number of edits made at once, from runs that differ in ``data.eval_edits_per_batch``. Given a run's per-batch
+log (``RESULTS.jsonl``) instead, it reports the edits finished so far: the figures of a long evaluation that is
+still running, or that stopped and will be resumed.
 """
 
 from __future__ import annotations
@@ -21,11 +23,40 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
-    """Every editor record of every results file, each tagged with the file it came from."""
+    """Every editor record of every results file (or per-batch log), each tagged with the file it came from."""
     records = []
     for path in paths:
-        for record in json.loads(Path(path).read_text()):
-            records.append({**record, "source": str(path)})
+        loaded = records_from_log(path) if Path(path).suffix == ".jsonl" else json.loads(Path(path).read_text())
+        records.extend({**record, "source": str(path)} for record in loaded)
+    return records
+
+
+def records_from_log(path: Path) -> list[dict[str, Any]]:
+    """One record per editor from the batches a per-batch log holds, scored exactly as the finished run scores
+    them (``edits``: the edits made and scored, not counting failed ones); ``finished``: whether the run ended."""
+    from lit_edit.editors.base import EditScores
+    from lit_edit.protocol import merge_states, read_log
+
+    fingerprint, entries, finished = read_log(Path(path))
+    if not fingerprint:
+        raise ValueError(f"{path}: not a per-batch log of evaluate.py (its first line has no run fingerprint)")
+    settings = json.loads(fingerprint)
+    if settings["protocol"]["mode"] == "sequential":
+        raise ValueError(f"{path}: a sequential run's retention curve is in its results JSON, not its log; "
+                         "report that file once the run has finished")
+    records = []
+    for editor, init_args in settings["editors"].items():
+        scores, edits, failures = EditScores(compare_targets=True), 0, []
+        for entry in (e for e in entries if e["editor"] == editor):
+            if entry["status"] == "failed":
+                failures.append({"cases": entry["cases"], "reason": entry["reason"]})
+            else:
+                edits += len(entry["cases"])
+                merge_states(scores, entry["states"])
+        figures = {name: float(metric.compute()) if edits else math.nan for name, metric in scores.as_logged().items()}
+        records.append({"editor": editor, "init_args": init_args, "protocol": settings["protocol"],
+                        "data": settings["data"], "edits": edits, "failed_edits": sum(len(f["cases"]) for f in failures),
+                        "failures": failures, "metrics": figures, "finished": finished})
     return records
 
 
@@ -114,7 +145,9 @@ def write_run_report(records: list[dict[str, Any]], output: Path, table: str) ->
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", nargs="+", type=Path, help="results JSON files written by evaluate.py")
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="results JSON files written by evaluate.py, or their per-batch logs (.jsonl) for the "
+                             "edits an unfinished run has made so far")
     parser.add_argument("--out", type=Path, default=Path("results/report"), help="directory for the table and plots")
 
 
@@ -129,5 +162,7 @@ def main(args: argparse.Namespace) -> int:
     written = [args.out / "results.md", plot_es_dd(records, args.out / "es_dd.png")]
     written += [p for p in (plot_retention(records, args.out / "retention.png"),
                             plot_batch_sizes(records, args.out / "batch_sizes.png")) if p]
-    print(table + "\n\nwritten: " + ", ".join(str(p) for p in written))
+    unfinished = sorted({f"{r['source']} ({r['edits']} edits so far)" for r in records if r.get("finished") is False})
+    print(table + "\n\nwritten: " + ", ".join(str(p) for p in written)
+          + ("\nunfinished runs: " + ", ".join(unfinished) if unfinished else ""))
     return 0

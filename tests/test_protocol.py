@@ -18,6 +18,7 @@ from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors import EditCache, FineTune
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.editors.memory import EditMemory
+from lit_edit.report import load_results
 from lit_edit.suite import EditorSuite
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -112,11 +113,18 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_double_counting(kn
     output = tmp_path / "resumed" / "r.json"
     with pytest.raises(Crash):
         evaluate(knowing_gpt2, records, output, crash_at=3)
+    # The edits made so far can be reported before the run is resumed.
+    (so_far,) = load_results([output.with_suffix(".jsonl")])
+    assert so_far["edits"] == 3 and so_far["finished"] is False and 0.0 <= so_far["metrics"]["es"] <= 1.0
     results, editor = evaluate(knowing_gpt2, records, output)
     assert editor.calls == [["3"], ["4"], ["5"]]  # the three finished edits were not redone
     assert results[0]["edits"] == 6
     for key in ("es", "paraphrase_es", "dd", "retention", "edit_nll"):
         assert results[0]["metrics"][key] == pytest.approx(reference[0]["metrics"][key], rel=1e-6), key
+    # A finished run's log reports what its results JSON holds.
+    (logged,) = load_results([output.with_suffix(".jsonl")])
+    assert logged["finished"] is True and logged["edits"] == 6
+    assert logged["metrics"] == pytest.approx(results[0]["metrics"], nan_ok=True)
     # A finished run is not resumed: the next one starts afresh.
     _, editor = evaluate(knowing_gpt2, records, output)
     assert len(editor.calls) == 6
@@ -128,6 +136,8 @@ def test_an_interrupted_sequential_run_resumes_from_its_last_curve_point(knowing
     output = tmp_path / "resumed" / "r.json"
     with pytest.raises(Crash):
         evaluate(knowing_gpt2, records, output, sequential=True, measure_every=2, crash_at=3)
+    with pytest.raises(ValueError, match="sequential run"):  # its curve is not in the log: no half report
+        load_results([output.with_suffix(".jsonl")])
     results, editor = evaluate(knowing_gpt2, records, output, sequential=True, measure_every=2)
     assert editor.calls == [["2"], ["3"], ["4"]]  # weights were saved after edit 2; edit 3 is made again
     assert results[0]["edits"] == 5
@@ -159,6 +169,8 @@ def test_a_failed_edit_is_recorded_with_its_reason_and_the_run_goes_on(knowing_g
     results, editor = evaluate(knowing_gpt2, records, tmp_path / "r.json", fail_case="2")
     assert len(editor.calls) == 4 and results[0]["edits"] == 3 and results[0]["failed_edits"] == 1
     assert results[0]["failures"] == [{"cases": ["2"], "reason": "EditFailedError: the edit produced non-finite values"}]
+    (logged,) = load_results([tmp_path / "r.jsonl"])
+    assert (logged["edits"], logged["failed_edits"], logged["failures"]) == (3, 1, results[0]["failures"])
     table = capsys.readouterr().out
     assert re.search(r"\| ft \|.*\| 1 \|", table)  # the table's last column counts failed edits
 

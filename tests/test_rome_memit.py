@@ -83,6 +83,25 @@ def test_nan_in_the_value_search_refuses_the_edit_and_leaves_the_model(knowing_g
     assert all(torch.equal(v, editor.model.state_dict()[k]) for k, v in before.items())
 
 
+def test_facts_searched_together_get_the_shift_each_would_get_alone(knowing_gpt2):
+    """MEMIT searches a chunk of facts in one batch; each fact stops when its own target is reached, so one
+    that converges early is not pushed further while the others go on (and its rows stop costing compute)."""
+    editor = rome(knowing_gpt2)
+    module = editor.layout.mlp_out(0)
+    requests = editor.requests(editor.prompts.batch(synthetic_records()[:4]))
+    settings = TargetOptimisation(stop_nll=0.5)
+
+    def search(chosen):
+        rows = fact_rows(editor.prompts, chosen, editor.prefixes())
+        return optimise_shift(editor.model, {}, editor.kind, module, rows,
+                              essence_rows(editor.tokenizer, chosen, editor.device), settings)
+
+    _, together = search(requests)
+    alone = torch.cat([search([request])[1] for request in requests])
+    assert len({float(s.norm()) for s in alone}) == len(requests)  # the facts did not all take the same steps
+    torch.testing.assert_close(together, alone, rtol=1.0e-4, atol=1.0e-4)
+
+
 def test_memit_with_one_fact_and_layer_is_rome_shrunk_by_its_regulariser(knowing_gpt2):
     """Sherman-Morrison: with one key, MEMIT's ΔW = ROME's ΔW · s/(λ + s), s = kᵀC⁻¹k.
 

@@ -59,7 +59,7 @@ class TargetOptimisation:
     clamp_norm: float = 4.0
     """‖δ‖ is kept within this multiple of ‖v₀‖."""
     stop_nll: float = 0.05
-    """Stop early once every fact's mean target NLL is below this."""
+    """A fact's search stops once its mean target NLL (over its contexts) is below this."""
 
 
 @dataclass
@@ -168,6 +168,9 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
                    essence: tuple[dict[str, Tensor], Tensor, Tensor], settings: TargetOptimisation) -> tuple[Tensor, Tensor]:
     """δ per fact at ``module``'s output (subject's last token) that makes every context predict the target.
 
+    Facts are searched for together but each on its own terms: a fact whose target NLL is below
+    ``settings.stop_nll`` keeps its δ and its rows leave the batch, so a batch of facts gets the δs that one
+    search per fact would (as in MEMIT's per-fact search) at the cost of the facts still searching.
     Returns (original output v₀ at each fact's unprefixed prompt, δ). Raises :class:`EditFailedError` on NaN.
     """
     device = rows.examples.input_ids.device
@@ -180,32 +183,39 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
     keep_log_probs = F.log_softmax(essence_logits[torch.arange(len(essence_last)), essence_last].float(), dim=-1)
     shift = torch.zeros_like(base, requires_grad=True)
     optimizer = torch.optim.Adam([shift], lr=settings.lr)
-    row_index = torch.arange(len(rows.fact), device=device)
     facts = shift.shape[0]
-    per_fact = torch.bincount(rows.fact, minlength=facts).to(device).float()
     fact = rows.fact.to(device)
+    per_fact = torch.bincount(fact, minlength=facts).float()
     limit = settings.clamp_norm * base.norm(dim=-1, keepdim=True)
+    searching = torch.ones(facts, dtype=torch.bool, device=device)
     for _ in range(settings.steps):
+        active = searching.nonzero().squeeze(1)
+        row = searching[fact].nonzero().squeeze(1)
         optimizer.zero_grad(set_to_none=True)
-        with output_shifted(module, row_index, rows.subject_position.to(device), shift[fact]):
-            logits, labels = aligned_logits(model, rows.examples, kind, params, labelled_only=True)
+        with output_shifted(module, torch.arange(len(row), device=device), rows.subject_position.to(device)[row],
+                            shift[fact[row]]):
+            logits, labels = aligned_logits(model, rows.examples.select(row), kind, params, labelled_only=True)
         nll = example_nll(logits, labels)
-        fact_nll = torch.zeros(facts, device=device).index_add(0, fact, nll) / per_fact
-        with output_shifted(module, torch.arange(facts, device=device), essence_subject.to(device), shift):
-            essence_now = run(model, params, **essence_inputs)[torch.arange(facts), essence_last]
-        kl = F.kl_div(F.log_softmax(essence_now.float(), dim=-1), keep_log_probs, log_target=True,
-                      reduction="none").sum(-1)
-        decay = shift.pow(2).sum(-1) / base.pow(2).sum(-1).clamp_min(1e-12)
+        fact_nll = (torch.zeros(facts, device=device).index_add(0, fact[row], nll) / per_fact)[active]
+        with output_shifted(module, torch.arange(len(active), device=device), essence_subject.to(device)[active],
+                            shift[active]):
+            essence_now = run(model, params, **{k: v[active] for k, v in essence_inputs.items()})
+        kl = F.kl_div(F.log_softmax(essence_now[torch.arange(len(active)), essence_last.to(device)[active]].float(), -1),
+                      keep_log_probs[active], log_target=True, reduction="none").sum(-1)
+        decay = shift[active].pow(2).sum(-1) / base[active].pow(2).sum(-1).clamp_min(1e-12)
         loss = (fact_nll + settings.kl_weight * kl + settings.weight_decay * decay).sum()
         if not torch.isfinite(loss):
             raise EditFailedError(f"the target search diverged (loss {loss.item()}); the model was left unchanged")
-        if fact_nll.max().item() < settings.stop_nll:
+        searching[active[fact_nll < settings.stop_nll]] = False
+        if not searching.any():
             break
         loss.backward()
+        kept = shift.detach().clone()
         optimizer.step()
-        with torch.no_grad():  # keep each δ within clamp_norm · ‖v₀‖
+        with torch.no_grad():  # keep each δ within clamp_norm · ‖v₀‖; a finished fact's δ stays as it is
             norm = shift.norm(dim=-1, keepdim=True)
             shift.mul_(torch.where(norm > limit, limit / norm.clamp_min(1e-12), torch.ones_like(norm)))
+            shift[~searching] = kept[~searching]
     if not torch.isfinite(shift).all():
         raise EditFailedError("the target search produced non-finite values; the model was left unchanged")
     return base, shift.detach()

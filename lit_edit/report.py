@@ -45,7 +45,9 @@ def records_from_log(path: Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: a sequential run's retention curve is in its results JSON, not its log; "
                          "report that file once the run has finished")
     records = []
-    for editor, init_args in settings["editors"].items():
+    order = list(dict.fromkeys(entry["editor"] for entry in entries))  # the config's order (the fingerprint sorts)
+    for editor, init_args in sorted(settings["editors"].items(),
+                                    key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
         scores, edits, failures = EditScores(compare_targets=True), 0, []
         for entry in (e for e in entries if e["editor"] == editor):
             if entry["status"] == "failed":
@@ -162,7 +164,12 @@ def main(args: argparse.Namespace) -> int:
     written = [args.out / "results.md", plot_es_dd(records, args.out / "es_dd.png")]
     written += [p for p in (plot_retention(records, args.out / "retention.png"),
                             plot_batch_sizes(records, args.out / "batch_sizes.png")) if p]
-    unfinished = sorted({f"{r['source']} ({r['edits']} edits so far)" for r in records if r.get("finished") is False})
+    so_far: dict[str, list[int]] = {}
+    for record in records:
+        if record.get("finished") is False:
+            so_far.setdefault(record["source"], []).append(record["edits"])
+    unfinished = [f"{source} ({min(counts)}–{max(counts)} edits per editor so far)" if min(counts) < max(counts)
+                  else f"{source} ({counts[0]} edits so far)" for source, counts in so_far.items()]
     print(table + "\n\nwritten: " + ", ".join(str(p) for p in written)
           + ("\nunfinished runs: " + ", ".join(unfinished) if unfinished else ""))
     return 0

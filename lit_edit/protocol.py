@@ -52,6 +52,14 @@ def merge_states(scores: EditScores, states: dict[str, dict[str, Any]]) -> None:
         metric._update_count += 1  # merge_state counts no update, and compute() would warn that none happened
 
 
+def account(entry: dict[str, Any], scores: EditScores, failures: list[dict[str, Any]]) -> None:
+    """Count one logged (editor, batch): its states into ``scores``, or its failure into ``failures``."""
+    if entry["status"] == "failed":
+        failures.append({"cases": entry["cases"], "reason": entry["reason"]})
+    else:
+        merge_states(scores, entry["states"])
+
+
 def read_log(path: Path) -> tuple[str, list[dict[str, Any]], bool]:
     """A per-batch log's header fingerprint, its finished (editor, batch) entries and whether the run finished.
 

@@ -35,7 +35,7 @@ def records_from_log(path: Path) -> list[dict[str, Any]]:
     """One record per editor from the batches a per-batch log holds, scored exactly as the finished run scores
     them (``edits``: the edits made and scored, not counting failed ones); ``finished``: whether the run ended."""
     from lit_edit.editors.base import EditScores
-    from lit_edit.protocol import merge_states, read_log
+    from lit_edit.protocol import account, read_log
 
     fingerprint, entries, finished = read_log(Path(path))
     if not fingerprint:
@@ -48,13 +48,10 @@ def records_from_log(path: Path) -> list[dict[str, Any]]:
     order = list(dict.fromkeys(entry["editor"] for entry in entries))  # the config's order (the fingerprint sorts)
     for editor, init_args in sorted(settings["editors"].items(),
                                     key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
-        scores, edits, failures = EditScores(compare_targets=True), 0, []
+        scores, failures = EditScores(compare_targets=True), []
         for entry in (e for e in entries if e["editor"] == editor):
-            if entry["status"] == "failed":
-                failures.append({"cases": entry["cases"], "reason": entry["reason"]})
-            else:
-                edits += len(entry["cases"])
-                merge_states(scores, entry["states"])
+            account(entry, scores, failures)
+        edits = int(scores.edit_seconds.weight.item())  # as the suite counts them
         figures = {name: float(metric.compute()) if edits else math.nan for name, metric in scores.as_logged().items()}
         records.append({"editor": editor, "init_args": init_args, "protocol": settings["protocol"],
                         "data": settings["data"], "edits": edits, "failed_edits": sum(len(f["cases"]) for f in failures),

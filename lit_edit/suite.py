@@ -17,7 +17,7 @@ from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.generation import greedy_completion
 from lit_edit.paper_scores import inverse_document_frequencies
-from lit_edit.protocol import ResultsLog, SequentialEditing, merge_states, metric_states
+from lit_edit.protocol import ResultsLog, SequentialEditing, account, metric_states
 from lit_edit.provenance import run_provenance
 from lit_edit.report import write_run_report
 
@@ -163,10 +163,7 @@ class EditorSuite(LightningModule):
             scores.consistency.update(*map(list, zip(*referenced, strict=True)), self.idf)
 
     def account(self, key: str, editor: Editor, entry: dict[str, Any]) -> None:
-        if entry["status"] == "failed":
-            self.failures[key].append({"cases": entry["cases"], "reason": entry["reason"]})
-        else:
-            merge_states(editor.test_scores, entry["states"])
+        account(entry, editor.test_scores, self.failures[key])
 
     def on_test_epoch_end(self) -> None:
         self.results = []

@@ -175,12 +175,14 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
     """
     device = rows.examples.input_ids.device
     essence_inputs, essence_subject, essence_last = essence
+    subject_position, essence_subject, essence_last = (
+        t.to(device) for t in (rows.subject_position, essence_subject, essence_last))
     with torch.no_grad():
         essence_logits = run(model, params, **essence_inputs)
         with captured(module) as seen:
             run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
-        base = seen["output"][rows.unprefixed.to(device), rows.subject_position[rows.unprefixed].to(device)].float()
-    keep_log_probs = F.log_softmax(essence_logits[torch.arange(len(essence_last)), essence_last].float(), dim=-1)
+        base = seen["output"][rows.unprefixed.to(device), subject_position[rows.unprefixed.to(device)]].float()
+    keep_log_probs = F.log_softmax(essence_logits[torch.arange(len(essence_last), device=device), essence_last].float(), dim=-1)
     shift = torch.zeros_like(base, requires_grad=True)
     optimizer = torch.optim.Adam([shift], lr=settings.lr)
     facts = shift.shape[0]
@@ -192,15 +194,15 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
         active = searching.nonzero().squeeze(1)
         row = searching[fact].nonzero().squeeze(1)
         optimizer.zero_grad(set_to_none=True)
-        with output_shifted(module, torch.arange(len(row), device=device), rows.subject_position.to(device)[row],
+        with output_shifted(module, torch.arange(len(row), device=device), subject_position[row],
                             shift[fact[row]]):
             logits, labels = aligned_logits(model, rows.examples.select(row), kind, params, labelled_only=True)
         nll = example_nll(logits, labels)
         fact_nll = (torch.zeros(facts, device=device).index_add(0, fact[row], nll) / per_fact)[active]
-        with output_shifted(module, torch.arange(len(active), device=device), essence_subject.to(device)[active],
+        with output_shifted(module, torch.arange(len(active), device=device), essence_subject[active],
                             shift[active]):
             essence_now = run(model, params, **{k: v[active] for k, v in essence_inputs.items()})
-        kl = F.kl_div(F.log_softmax(essence_now[torch.arange(len(active)), essence_last.to(device)[active]].float(), -1),
+        kl = F.kl_div(F.log_softmax(essence_now[torch.arange(len(active), device=device), essence_last[active]].float(), -1),
                       keep_log_probs[active], log_target=True, reduction="none").sum(-1)
         decay = shift[active].pow(2).sum(-1) / base[active].pow(2).sum(-1).clamp_min(1e-12)
         loss = (fact_nll + settings.kl_weight * kl + settings.weight_decay * decay).sum()

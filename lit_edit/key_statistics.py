@@ -81,7 +81,7 @@ def cache_path(model: PreTrainedModel, module_name: str, spec: KeyStatisticsSpec
     return (root or checkpoints_dir() / "key_statistics") / model_fingerprint(model) / module_name / f"{tag}.pt"
 
 
-def _atomic_save(obj: object, path: Path) -> None:
+def atomic_save(obj: object, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".tmp")
     torch.save(obj, partial)
@@ -170,7 +170,7 @@ def estimate_key_moments(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
         done = index + 1 == stream.batches()
         if done or (index + 1 - start) % spec.save_every == 0:
             for layer in missing:
-                _atomic_save({"version": FORMAT_VERSION, "moment": moments[layer], "next_batch": index + 1,
+                atomic_save({"version": FORMAT_VERSION, "moment": moments[layer], "next_batch": index + 1,
                               "done": done, "spec": asdict(spec)}, paths[layer])
     for layer in missing:
         result[layer] = moments[layer].second_moment()

@@ -97,7 +97,9 @@ class EditorSuite(LightningModule):
         return batch.to(device) if isinstance(batch, EditBatch) else batch
 
     def on_test_start(self) -> None:
-        fingerprint = json.dumps({"editors": {k: _plain(dict(e.hparams)) for k, e in self.editors.items()},
+        scored = {key: {name: value for name, value in editor.hparams.items() if name not in editor.unscored_hparams}
+                  for key, editor in self.editors.items()}
+        fingerprint = json.dumps({"editors": _plain(scored),
                                   "data": _plain(dict(self.trainer.datamodule.hparams)),
                                   "protocol": self.protocol()}, sort_keys=True)
         if self.trainer.world_size > 1:  # each rank scores its own batches and keeps its own log

@@ -31,7 +31,12 @@ class Crash(Exception):
 class CountingFineTune(FineTune):
     """FT that records the case ids of every edit it makes, can fail one case, and can crash once."""
 
+    unscored_hparams = frozenset({"workers"})
     calls: list[list[str]]
+
+    def __init__(self, *args, workers: int = 1, **kwargs) -> None:
+        """``workers`` stands for a setting that changes an editor's speed, not its edits."""
+        super().__init__(*args, **kwargs)
     fail_case: str | None = None
     crash_at: int | None = None  # set after construction: not part of the run's settings (its fingerprint)
 
@@ -46,10 +51,10 @@ class CountingFineTune(FineTune):
 
 
 def evaluate(spec, records, output: Path, *, k: int = 1, sequential: bool = False, measure_every: int = 1,
-             fail_case: str | None = None, crash_at: int | None = None, steps: int = 25
+             fail_case: str | None = None, crash_at: int | None = None, steps: int = 25, workers: int = 1
              ) -> tuple[list[dict], CountingFineTune]:
     data_file = write_edit_records(records, output.parent / "edits.json")
-    editor = CountingFineTune(spec, steps=steps, lr=1.0e-2)
+    editor = CountingFineTune(spec, steps=steps, lr=1.0e-2, workers=workers)
     editor.calls, editor.fail_case, editor.crash_at = [], fail_case, crash_at
     suite = EditorSuite({"ft": editor}, output=str(output), sequential=sequential, measure_every=measure_every)
     data = EditDataModule(test=str(data_file), model=spec, eval_edits_per_batch=k)
@@ -128,6 +133,19 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_double_counting(kn
     # A finished run is not resumed: the next one starts afresh.
     _, editor = evaluate(knowing_gpt2, records, output)
     assert len(editor.calls) == 6
+
+
+def test_a_run_resumes_across_speed_settings_but_not_across_scored_ones(knowing_gpt2, tmp_path):
+    """Hyperparameters an editor declares unscored (a target cache, a worker count) are left out of the fingerprint;
+    any other changed hyperparameter means other edits, so the old log is not resumed."""
+    records = synthetic_records()[:4]
+    output = tmp_path / "r.json"
+    with pytest.raises(Crash):
+        evaluate(knowing_gpt2, records, output, crash_at=2)  # edits 0 and 1 logged
+    with pytest.raises(Crash):
+        evaluate(knowing_gpt2, records, output, crash_at=1, steps=24)  # afresh: edit 0 logged
+    _, editor = evaluate(knowing_gpt2, records, output, steps=24, workers=4)
+    assert editor.calls == [["1"], ["2"], ["3"]]
 
 
 def test_an_interrupted_sequential_run_resumes_from_its_last_curve_point(knowing_gpt2, tmp_path):

@@ -90,6 +90,9 @@ class Editor(LightningModule):
     #: Whether DeepSpeed ZeRO-3 may partition this editor's trainable parameters: true when each is read only
     #: inside a submodule's forward (directly read ones go through a :class:`~lit_edit.editors.parameters.ParameterBank`).
     supports_zero3: ClassVar[bool] = False
+    #: Hyperparameters that change how fast an editor works, not what it edits: an evaluation log written with
+    #: other values of these is still resumed (they are left out of the run's fingerprint, as the accelerator is).
+    unscored_hparams: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: ModelSpec | None = None, max_length: int = 128,
                  gradient_checkpointing: bool = False) -> None:

@@ -15,15 +15,12 @@ from torch import Tensor
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.edited_model import EditedModel
 from lit_edit.editors.key_value import (
-    FactRequest,
     FactRows,
     TargetOptimisation,
     captured,
-    essence_rows,
     fact_rows,
     least_squares_update,
     mean_per_fact,
-    optimise_shift,
     run,
 )
 from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
@@ -40,7 +37,8 @@ class MEMIT(LocatingEditor):
                  layout: LayoutSpec | None = None, statistics: KeyStatisticsSpec | None = None,
                  target: TargetOptimisation | None = None, prefixes: ContextPrefixes | None = None,
                  moment_weight: float | None = None, facts_per_chunk: int = 32, max_condition: float = 1.0e6,
-                 max_length: int = 128, layer_selection: LayerSelection | None = None) -> None:
+                 max_length: int = 128, layer_selection: LayerSelection | None = None,
+                 cache_targets: bool = False) -> None:
         """
         Args:
             layers: the blocks whose MLP output projections share each edit (ascending; the last one holds z*).
@@ -50,10 +48,14 @@ class MEMIT(LocatingEditor):
             facts_per_chunk: facts whose targets are searched for (and keys read) in one batch.
             layer_selection: choose ``layers`` by causal tracing instead: the traced layer and ``neighbours`` on
                 each side (:class:`lit_edit.tracing.LayerSelection`).
+            cache_targets: keep each z* under ``checkpoints/targets/`` and reuse it
+                (:mod:`lit_edit.editors.target_cache`): an edit of thousands of facts that is stopped resumes at the
+                facts it had not reached, and facts written one at a time before are not searched for again. A
+                reused target's edit time leaves out the search.
         """
         layers = sorted(layers if layers is not None else [3, 4, 5, 6, 7])
         super().__init__(model, layers, layout, statistics, target, prefixes, max_condition, max_length,
-                         layer_selection)
+                         layer_selection, cache_targets)
         self.save_hyperparameters()
         width = self.key_moment_width(self.layers[0])
         self.moment_weight = moment_weight if moment_weight is not None else width * 15000.0 / 16384.0
@@ -63,7 +65,7 @@ class MEMIT(LocatingEditor):
         requests = self.requests(batch)
         chunks = [requests[i: i + self.facts_per_chunk] for i in range(0, len(requests), self.facts_per_chunk)]
         rows = [fact_rows(self.prompts, chunk, self.prefixes()).to(self.device) for chunk in chunks]
-        targets = torch.cat([self.target_states(chunk, chunk_rows) for chunk, chunk_rows in zip(chunks, rows, strict=True)])
+        targets = self.searched_targets(self.layout.block_name(self.layers[-1]), requests, {}, self.facts_per_chunk)
         params: dict[str, Tensor] = {}
         for done, layer in enumerate(self.layers):
             keys, states = self.keys_and_states(layer, params, rows)
@@ -79,13 +81,6 @@ class MEMIT(LocatingEditor):
         name = self.layout.mlp_out_weight_name(layer)
         weight = self.base_params()[name]
         return weight.shape[1] if weight_orientation(self.layout.mlp_out(layer)) == "out_in" else weight.shape[0]
-
-    def target_states(self, requests: list[FactRequest], rows: FactRows) -> Tensor:
-        """z* per fact: the last edited layer's output at the subject's last token that predicts the target."""
-        block = self.layout.blocks[self.layers[-1]]
-        state, shift = optimise_shift(self.model, {}, self.kind, block, rows,
-                                      essence_rows(self.tokenizer, requests, self.device), self.target)
-        return state + shift
 
     def keys_and_states(self, layer: int, params: dict[str, Tensor], rows: list[FactRows]) -> tuple[Tensor, Tensor]:
         """All facts' keys at ``layer`` and hidden states at the last edited layer, under the edits so far (one

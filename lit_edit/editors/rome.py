@@ -30,6 +30,7 @@ from lit_edit.editors.key_value import (
     rank_one_update,
     subject_keys,
 )
+from lit_edit.editors.target_cache import TargetCache
 from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, well_conditioned
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
 from lit_edit.models import ModelSpec
@@ -48,12 +49,14 @@ class ContextPrefixes:
 
 
 class LocatingEditor(Editor):
-    """What ROME and MEMIT share: the layout, the prefixes, the key statistics C per layer."""
+    """What ROME and MEMIT share: the layout, the prefixes, the key statistics C per layer, the target search."""
+
+    unscored_hparams = frozenset({"cache_targets"})
 
     def __init__(self, model: ModelSpec | None, layers: list[int], layout: LayoutSpec | None,
                  statistics: KeyStatisticsSpec | None, target: TargetOptimisation | None,
                  prefixes: ContextPrefixes | None, max_condition: float, max_length: int,
-                 layer_selection: LayerSelection | None = None) -> None:
+                 layer_selection: LayerSelection | None = None, cache_targets: bool = False) -> None:
         super().__init__(model, max_length)
         if self.kind != "causal":
             raise ValueError(f"{type(self).__name__} edits causal LMs (a subject's last token feeds every later one)")
@@ -69,6 +72,8 @@ class LocatingEditor(Editor):
         self.target = target or TargetOptimisation()
         self.prefix_spec = prefixes or ContextPrefixes()
         self.max_condition = max_condition
+        self.cache_targets = cache_targets
+        self.target_caches: dict[str, TargetCache] = {}
         self._prefixes: list[str] | None = None
         self._moments: dict[int, Tensor] = {}
 
@@ -89,6 +94,36 @@ class LocatingEditor(Editor):
                 key: well_conditioned(moment, self.max_condition, f"C of {self.layout.mlp_out_name(key)}")
                 for key, moment in estimated.items() if key not in self._moments})
         return self._moments[layer].to(self.device)
+
+    def searched_targets(self, module_name: str, requests: list[FactRequest], params: dict[str, Tensor],
+                         facts_per_search: int = 1) -> Tensor:
+        """Per fact, the output of ``module_name`` at the subject's last token of its own prompt that makes the model
+        predict the target (ROME's v*, MEMIT's z*), searched for ``facts_per_search`` facts in one batch.
+
+        With ``cache_targets``, targets searched on the unedited model (``params`` empty) are read from and written to
+        :class:`~lit_edit.editors.target_cache.TargetCache`, each as soon as its batch is done.
+        """
+        module = self.model.get_submodule(module_name)
+        cache = None
+        if self.cache_targets and not params:
+            if module_name not in self.target_caches:
+                self.target_caches[module_name] = TargetCache(self.model, module_name, self.target, self.prefixes(),
+                                                              self.prompts.max_length)
+            cache = self.target_caches[module_name]
+        found = {i: value for i, request in enumerate(requests)
+                 if cache is not None and (value := cache.load(request)) is not None}
+        missing = [i for i in range(len(requests)) if i not in found]
+        for start in range(0, len(missing), facts_per_search):
+            chosen = missing[start: start + facts_per_search]
+            searched = [requests[i] for i in chosen]
+            rows = fact_rows(self.prompts, searched, self.prefixes()).to(self.device)
+            value, shift = optimise_shift(self.model, params, self.kind, module, rows,
+                                          essence_rows(self.tokenizer, searched, self.device), self.target)
+            for i, request, target in zip(chosen, searched, value + shift, strict=True):
+                found[i] = target
+                if cache is not None:
+                    cache.save(request, target)
+        return torch.stack([found[i].to(self.device) for i in range(len(requests))])
 
     def requests(self, batch: EditBatch) -> list[FactRequest]:
         if not batch.records:
@@ -115,7 +150,7 @@ class ROME(LocatingEditor):
     def __init__(self, model: ModelSpec | None = None, layer: int = 5, layout: LayoutSpec | None = None,
                  statistics: KeyStatisticsSpec | None = None, target: TargetOptimisation | None = None,
                  prefixes: ContextPrefixes | None = None, max_condition: float = 1.0e6, max_length: int = 128,
-                 layer_selection: LayerSelection | None = None) -> None:
+                 layer_selection: LayerSelection | None = None, cache_targets: bool = False) -> None:
         """
         Args:
             layer: the block whose MLP output projection is rewritten (causal tracing says where facts live).
@@ -126,9 +161,11 @@ class ROME(LocatingEditor):
             max_condition: C's largest condition number before a ridge is added (with a warning).
             layer_selection: choose ``layer`` by causal tracing instead (the layer whose MLP output at the subject's
                 last token restores most of the answer; :class:`lit_edit.tracing.LayerSelection`).
+            cache_targets: keep each v* searched on the unedited model under ``checkpoints/targets/`` and reuse it
+                (:mod:`lit_edit.editors.target_cache`); a reused target's edit time leaves out the search.
         """
         super().__init__(model, [layer], layout, statistics, target, prefixes, max_condition, max_length,
-                         layer_selection)
+                         layer_selection, cache_targets)
         self.save_hyperparameters()
         self.layer = self.layers[0]
 
@@ -143,11 +180,10 @@ class ROME(LocatingEditor):
         module = self.layout.mlp_out(self.layer)
         rows = fact_rows(self.prompts, [request], self.prefixes()).to(self.device)
         averaged, own = subject_keys(self.model, params, module, rows)
-        value, shift = optimise_shift(self.model, params, self.kind, module, rows,
-                                      essence_rows(self.tokenizer, [request], self.device), self.target)
+        target = self.searched_targets(self.layout.mlp_out_name(self.layer), [request], params)
         weight = self.weight(self.layer, params).float()
         bias = None if getattr(module, "bias", None) is None else module.bias.float()
-        residual = (value + shift) - current_values(weight, bias, own)
+        residual = target - current_values(weight, bias, own)
         with torch.no_grad():
             direction = torch.linalg.solve(self.key_moment(self.layer), averaged[0].double())
         return rank_one_update(own[0], residual[0], direction)

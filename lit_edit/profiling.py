@@ -28,6 +28,14 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def synchronized_clock() -> float:
+    """perf_counter after the GPU's queued work is done (a CUDA call returns before its kernels finish), so the
+    difference of two readings times the work between them on any device."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def _status_kib(field: str) -> int:
     match = re.search(rf"^{field}:\s+(\d+)\s+kB", _STATUS.read_text(), re.MULTILINE)
     if match is None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
@@ -25,13 +24,7 @@ from lit_edit.data.datamodule import load_split
 from lit_edit.editors import MEMIT, MEND, ROME, Editor, FineTune
 from lit_edit.editors.edited_model import aligned_logits, nll_loss
 from lit_edit.key_statistics import KeyStatisticsSpec
-
-
-def synchronized_clock() -> float:
-    """perf_counter after the GPU's queued work is done (a CUDA call returns before its kernels finish)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
+from lit_edit.profiling import synchronized_clock
 
 
 def forward_backward_seconds(editor: Editor, batch) -> float:

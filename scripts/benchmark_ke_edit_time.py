@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,16 +21,13 @@ import torch
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors import KE, MEND, Editor
 from lit_edit.editors.edited_model import aligned_logits, nll_loss
+from lit_edit.profiling import synchronized_clock
 
 
 def seconds(fn: Callable[..., Any], *args: Any) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = synchronized_clock()
     fn(*args)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return synchronized_clock() - start
 
 
 def forward_backward(editor: Editor, batch) -> None:

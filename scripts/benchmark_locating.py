@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from lit_edit.editors import MEMIT, ROME, Editor, EditScores, NoEdit
 from lit_edit.editors.rome import ContextPrefixes
 from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments
 from lit_edit.model_layout import ModelLayout
+from lit_edit.profiling import synchronized_clock
 
 SCORES = ("efficacy", "paraphrase_score", "neighbourhood_score", "es", "paraphrase_es", "dd", "edit_seconds")
 
@@ -49,13 +49,9 @@ def computed(scores: EditScores) -> dict[str, float]:
 def scored_at_once(editor: MEMIT, records: list, score_chunk: int = 20) -> dict[str, float]:
     """All ``records`` written by one edit, then scored in chunks (a thousand edits' prompts do not fit one pass)."""
     reused = sum(cache.hits for cache in editor.target_caches.values())
-    if editor.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = synchronized_clock()
     edited = editor.edit(editor.prompts.batch(records).to(editor.device))
-    if editor.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds = synchronized_clock() - start
     reused = sum(cache.hits for cache in editor.target_caches.values()) - reused
     scores = EditScores(compare_targets=True).to(editor.device)
     made = editor.edit

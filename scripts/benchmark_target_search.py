@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -26,6 +25,7 @@ import torch
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors import MEMIT
 from lit_edit.editors.key_value import essence_rows, fact_rows, optimise_shift
+from lit_edit.profiling import synchronized_clock
 
 
 def module_at(revision: str, path: str = "lit_edit/editors/key_value.py") -> ModuleType:
@@ -61,13 +61,9 @@ def main() -> None:
     shifts: dict[str, torch.Tensor] = {}
     for _ in range(args.repeats):
         for name, search in (("baseline", baseline), ("current", optimise_shift)):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = synchronized_clock()
             _, shifts[name] = search(editor.model, {}, editor.kind, block, rows, essence, editor.target)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(synchronized_clock() - start)
             print(name, f"{seconds[name][-1]:.1f} s", flush=True)
     median = {name: statistics.median(values) for name, values in seconds.items()}
     row = {"facts": args.facts, "rows": len(rows.fact), "baseline": args.baseline, "device": args.device,

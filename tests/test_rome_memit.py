@@ -4,6 +4,8 @@ at the last token, not at the subject, so there is nothing there for a subject-k
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import synthetic_records
@@ -11,7 +13,14 @@ from conftest import synthetic_records
 import lit_edit.editors.key_value as key_value
 from lit_edit.data.records import EditRecord
 from lit_edit.editors import MEMIT, ROME, EditFailedError
-from lit_edit.editors.key_value import TargetOptimisation, essence_rows, fact_rows, optimise_shift, subject_keys
+from lit_edit.editors.key_value import (
+    TargetOptimisation,
+    cut_rows,
+    essence_rows,
+    fact_rows,
+    optimise_shift,
+    subject_keys,
+)
 from lit_edit.editors.rome import ContextPrefixes
 from lit_edit.key_statistics import KeyStatisticsSpec, regularised_inverse_solve
 from lit_edit.subject_tokens import SubjectNotFoundError
@@ -100,6 +109,26 @@ def test_facts_searched_together_get_the_shift_each_would_get_alone(knowing_gpt2
     alone = torch.cat([search([request])[1] for request in requests])
     assert len({float(s.norm()) for s in alone}) == len(requests)  # the facts did not all take the same steps
     torch.testing.assert_close(together, alone, rtol=1.0e-4, atol=1.0e-4)
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_the_search_runs_only_the_tokens_from_the_subject_on_and_finds_the_same_shift(tiny_models, architecture):
+    """The tokens before the subject's last token cannot see δ: read once, they are not run at every step, and the
+    search is the one over whole rows (per-row cuts at different places, one fact whose subject starts its prompt)."""
+    editor = ROME(tiny_models[architecture], layer=0, statistics=STATISTICS, prefixes=FEW_PREFIXES)
+    module = editor.layout.mlp_out(0)  # of two blocks: δ at the subject reaches the target through block 1
+    requests = editor.requests(editor.prompts.batch(synthetic_records()[:3]))
+    requests[0] = replace(requests[0], prompt=f"{requests[0].subject} has the colour")
+    settings = TargetOptimisation(steps=4, stop_nll=0.0)
+    rows = fact_rows(editor.prompts, requests, editor.prefixes())
+    essence = essence_rows(editor.tokenizer, requests, editor.device)
+    cut = cut_rows(editor.model, {}, rows.examples, rows.subject_position)
+    assert cut.past is not None and cut.examples.input_ids.shape[1] < rows.examples.input_ids.shape[1]
+    assert int(cut.offset.min()) >= 0 and len(set(cut.offset.tolist())) > 1
+    whole = optimise_shift(editor.model, {}, editor.kind, module, rows, essence, settings, reuse_prefix_states=False)
+    reused = optimise_shift(editor.model, {}, editor.kind, module, rows, essence, settings)
+    torch.testing.assert_close(reused, whole, rtol=1.0e-4, atol=1.0e-5)
+    assert bool((whole[1] != 0).all())  # every fact's δ moved: the comparison is not of zeros
 
 
 def test_memit_with_one_fact_and_layer_is_rome_shrunk_by_its_regulariser(knowing_gpt2):

@@ -19,10 +19,12 @@ from torch.func import functional_call
 from transformers import PreTrainedModel
 
 from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
+from lit_edit.editors.prefix_cache import StackedPrefixes
 
 
 def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: str,
-                   params: dict[str, Tensor] | None = None, labelled_only: bool = False) -> tuple[Tensor, Tensor]:
+                   params: dict[str, Tensor] | None = None, labelled_only: bool = False,
+                   past: StackedPrefixes | None = None) -> tuple[Tensor, Tensor]:
     """Run ``model`` (with ``params`` substituted, if given) and return logits aligned with labels.
 
     Causal LMs predict token t+1 at position t, so logits and labels are shifted against each other;
@@ -30,11 +32,14 @@ def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: st
     positions where some row has a label, and have a causal LM compute no others (its ``logits_to_keep``);
     a loss on the targets needs nothing else, and the LM head over a large vocabulary at every prompt token
     is about a fifth of a small model's work. Models without ``logits_to_keep`` still compute every position.
+    ``past``: each row continues after these states (a causal LM's rows cut where nothing before can change).
     """
-    # No key-value cache: nothing is generated here, and a cache that layers append to would break recomputation
-    # under activation checkpointing.
+    # No key-value cache of its own: nothing is generated here, and a cache that layers append to would break
+    # recomputation under activation checkpointing.
     kwargs: dict[str, Any] = {"input_ids": examples.input_ids, "attention_mask": examples.attention_mask,
                               "use_cache": False}
+    if past is not None:
+        kwargs.update(past.continuation(model.config, examples.attention_mask))
     labels = examples.labels[:, 1:] if kind == "causal" else examples.labels
     keep = (labels != IGNORE_INDEX).any(0).nonzero().squeeze(1) if labelled_only else None
     if kind == "seq2seq":

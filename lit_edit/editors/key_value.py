@@ -11,6 +11,7 @@ Everything is functional: forward passes substitute ``params`` and the base mode
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_edit.data.batch import PromptTokenizer, TokenizedExamples
+from lit_edit.data.batch import IGNORE_INDEX, PromptTokenizer, TokenizedExamples
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors.edited_model import EditFailedError, aligned_logits
+from lit_edit.editors.prefix_cache import StackedPrefixes, read_prefixes
 from lit_edit.paper_scores import example_nll
 from lit_edit.subject_tokens import subject_token_span
 
@@ -137,9 +139,12 @@ def captured(module: nn.Module) -> Iterator[dict[str, Tensor]]:
         handle.remove()
 
 
-def run(model: PreTrainedModel, params: dict[str, Tensor], **inputs: Tensor) -> Tensor:
-    """Logits of ``model`` with ``params`` substituted."""
+def run(model: PreTrainedModel, params: dict[str, Tensor], past: StackedPrefixes | None = None,
+        **inputs: Tensor) -> Tensor:
+    """Logits of ``model`` with ``params`` substituted (each row continued after ``past``, if given)."""
     inputs.setdefault("use_cache", False)
+    if past is not None:
+        inputs.update(past.continuation(model.config, inputs["attention_mask"]))
     return (functional_call(model, params, args=(), kwargs=inputs, strict=False) if params else model(**inputs)).logits
 
 
@@ -164,14 +169,56 @@ def mean_per_fact(values: Tensor, rows: FactRows) -> Tensor:
     return sums / torch.bincount(fact, minlength=facts).unsqueeze(-1)
 
 
+@dataclass
+class CutRows:
+    """Rows cut where δ is added (the subject's last token): the tokens before the cut cannot see δ (causal
+    attention), so their key/value states are read once and each search step runs only the rest after them. On
+    SmolLM2 and CounterFact's 11 contexts per fact the rest is about a third of the tokens."""
+
+    examples: TokenizedExamples  # from the cut on, right-padded (uncut when ``past`` is None)
+    offset: Tensor  # per row, the tokens cut off
+    past: StackedPrefixes | None
+
+    def select(self, rows: Tensor) -> tuple[TokenizedExamples, Tensor, StackedPrefixes | None]:
+        """(examples, position of δ in each, states to continue after) of ``rows``."""
+        position = self.offset.new_zeros(len(rows)) if self.past is not None else self.offset[rows]
+        return self.examples.select(rows), position, None if self.past is None else self.past.select(rows)
+
+
+def cut_rows(model: PreTrainedModel, params: dict[str, Tensor], examples: TokenizedExamples, cuts: Tensor,
+             enabled: bool = True) -> CutRows:
+    """``examples`` cut at ``cuts``; left whole (δ added at ``cuts``) when not ``enabled``, when nothing precedes any
+    cut, or for a model that cannot continue from read states (no ``position_ids``, no per-layer keys and values)."""
+    ids, mask = examples.input_ids, examples.attention_mask
+    cuts = cuts.to(ids.device)
+    whole = CutRows(examples, cuts, None)
+    if not enabled or int(cuts.max()) == 0 or "position_ids" not in inspect.signature(model.forward).parameters:
+        return whole
+    try:
+        states = read_prefixes(model, [row[:cut].tolist() for row, cut in zip(ids, cuts.tolist(), strict=True)], 0,
+                               params)
+    except TypeError:
+        return whole
+    rest = mask.sum(1) - cuts
+    steps = torch.arange(int(rest.max()), device=ids.device)
+    index = (cuts[:, None] + steps).clamp_max(ids.shape[1] - 1)
+    inside = steps < rest[:, None]
+    kept = TokenizedExamples(ids.gather(1, index), inside.to(mask.dtype),
+                             examples.labels.gather(1, index).masked_fill(~inside, IGNORE_INDEX))
+    return CutRows(kept, cuts, StackedPrefixes.stack(states))
+
+
 def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str, module: nn.Module, rows: FactRows,
-                   essence: tuple[dict[str, Tensor], Tensor, Tensor], settings: TargetOptimisation) -> tuple[Tensor, Tensor]:
+                   essence: tuple[dict[str, Tensor], Tensor, Tensor], settings: TargetOptimisation,
+                   reuse_prefix_states: bool = True) -> tuple[Tensor, Tensor]:
     """δ per fact at ``module``'s output (subject's last token) that makes every context predict the target.
 
     Facts are searched for together but each on its own terms: a fact whose target NLL is below
     ``settings.stop_nll`` keeps its δ and its rows leave the batch, so a batch of facts gets the δs that one
-    search per fact would (as in MEMIT's per-fact search) at the cost of the facts still searching.
-    Returns (original output v₀ at each fact's unprefixed prompt, δ). Raises :class:`EditFailedError` on NaN.
+    search per fact would (as in MEMIT's per-fact search) at the cost of the facts still searching. Each step runs
+    only the tokens from the subject's last token on (:class:`CutRows`; ``reuse_prefix_states=False`` runs whole
+    rows, for comparison). Returns (original output v₀ at each fact's unprefixed prompt, δ). Raises
+    :class:`EditFailedError` on NaN.
     """
     device = rows.examples.input_ids.device
     essence_inputs, essence_subject, essence_last = essence
@@ -183,6 +230,12 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
             run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
         base = seen["output"][rows.unprefixed.to(device), subject_position[rows.unprefixed.to(device)]].float()
     keep_log_probs = F.log_softmax(essence_logits[torch.arange(len(essence_last), device=device), essence_last].float(), dim=-1)
+    contexts = cut_rows(model, params, rows.examples, subject_position, reuse_prefix_states)
+    essence_ids = essence_inputs["input_ids"]
+    essence_cut = cut_rows(model, params, TokenizedExamples(essence_ids, essence_inputs["attention_mask"],
+                                                            torch.full_like(essence_ids, IGNORE_INDEX)),
+                           essence_subject, reuse_prefix_states)
+    essence_last = essence_last - (essence_cut.offset if essence_cut.past is not None else 0)
     shift = torch.zeros_like(base, requires_grad=True)
     optimizer = torch.optim.Adam([shift], lr=settings.lr)
     facts = shift.shape[0]
@@ -194,14 +247,14 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
         active = searching.nonzero().squeeze(1)
         row = searching[fact].nonzero().squeeze(1)
         optimizer.zero_grad(set_to_none=True)
-        with output_shifted(module, torch.arange(len(row), device=device), subject_position[row],
-                            shift[fact[row]]):
-            logits, labels = aligned_logits(model, rows.examples.select(row), kind, params, labelled_only=True)
+        examples, position, past = contexts.select(row)
+        with output_shifted(module, torch.arange(len(row), device=device), position, shift[fact[row]]):
+            logits, labels = aligned_logits(model, examples, kind, params, labelled_only=True, past=past)
         nll = example_nll(logits, labels)
         fact_nll = (torch.zeros(facts, device=device).index_add(0, fact[row], nll) / per_fact)[active]
-        with output_shifted(module, torch.arange(len(active), device=device), essence_subject[active],
-                            shift[active]):
-            essence_now = run(model, params, **{k: v[active] for k, v in essence_inputs.items()})
+        examples, position, past = essence_cut.select(active)
+        with output_shifted(module, torch.arange(len(active), device=device), position, shift[active]):
+            essence_now = run(model, params, past, input_ids=examples.input_ids, attention_mask=examples.attention_mask)
         kl = F.kl_div(F.log_softmax(essence_now[torch.arange(len(active), device=device), essence_last[active]].float(), -1),
                       keep_log_probs[active], log_target=True, reduction="none").sum(-1)
         decay = shift[active].pow(2).sum(-1) / base[active].pow(2).sum(-1).clamp_min(1e-12)

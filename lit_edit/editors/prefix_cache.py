@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
+from transformers import PreTrainedConfig
 from transformers.cache_utils import DynamicCache
 
 #: One descriptor's states: per layer ``(keys, values)``, each ``[kv_heads, length, head_dim]``.
@@ -60,19 +64,25 @@ def _size(states: PrefixStates) -> int:
 
 
 @torch.no_grad()
-def read_prefixes(lm: nn.Module, prefixes: Sequence[Sequence[int]], pad: int) -> list[PrefixStates]:
-    """The key/value states of each prefix (right-padded into one batch; the decoder only, no LM head).
+def read_prefixes(lm: nn.Module, prefixes: Sequence[Sequence[int]], pad: int,
+                  params: dict[str, Tensor] | None = None) -> list[PrefixStates]:
+    """The key/value states of each prefix (right-padded into one batch), with ``params`` substituted if given (the
+    whole model then runs; otherwise the decoder only, no LM head). A prefix may be empty.
 
     Raises ``TypeError`` for a model whose cache does not hold per-layer keys and values (e.g. recurrent layers).
     """
     device = next(lm.parameters()).device
-    width = max(len(p) for p in prefixes)
+    width = max(1, max(len(p) for p in prefixes))
     ids = torch.full((len(prefixes), width), pad, dtype=torch.long, device=device)
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prefixes):
         ids[i, : len(p)] = torch.tensor(list(p), dtype=torch.long, device=device)
         mask[i, : len(p)] = 1
-    cache = lm.base_model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
+    inputs = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
+    if params:
+        cache = functional_call(lm, params, args=(), kwargs=inputs, strict=False).past_key_values
+    else:
+        cache = lm.base_model(**inputs).past_key_values
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
         raise TypeError(f"{type(cache).__name__} does not hold per-layer keys and values")
@@ -81,25 +91,47 @@ def read_prefixes(lm: nn.Module, prefixes: Sequence[Sequence[int]], pad: int) ->
             for i, p in enumerate(prefixes)]
 
 
+@dataclass
+class StackedPrefixes:
+    """Several rows' prefix states in one batch, left-padded to the longest (the pads masked), so that any subset of
+    rows can be continued without stacking again."""
+
+    keys: list[Tensor]  # per layer [rows, kv_heads, longest, head_dim]
+    values: list[Tensor]
+    lengths: Tensor  # [rows] each row's own prefix length
+
+    @classmethod
+    def stack(cls, states: Sequence[PrefixStates]) -> StackedPrefixes:
+        lengths = [layers[0][0].shape[1] for layers in states]
+        longest = max(lengths)
+        keys, values = [], []
+        for index in range(len(states[0])):
+            gaps = [(0, 0, longest - length, 0) for length in lengths]  # left-pad the length dimension
+            keys.append(torch.stack([nn.functional.pad(layers[index][0], gap) for layers, gap in zip(states, gaps, strict=True)]))
+            values.append(torch.stack([nn.functional.pad(layers[index][1], gap) for layers, gap in zip(states, gaps, strict=True)]))
+        return cls(keys, values, torch.tensor(lengths, device=keys[0].device))
+
+    def select(self, rows: Tensor) -> StackedPrefixes:
+        return StackedPrefixes([k[rows] for k in self.keys], [v[rows] for v in self.values], self.lengths[rows])
+
+    def continuation(self, config: PreTrainedConfig, attention_mask: Tensor) -> dict[str, Any]:
+        """Model inputs (besides ``input_ids``) that continue each right-padded row after its own prefix: the states as
+        a cache, the mask over both, and positions counted on from each prefix's length, so the logits equal those
+        of the concatenated sequence."""
+        cache = DynamicCache(config=config)
+        for index, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
+            cache.update(keys, values, index)
+        longest = self.keys[0].shape[2]
+        device = attention_mask.device
+        lengths = self.lengths.to(device)
+        past_mask = (torch.arange(longest, device=device) >= longest - lengths[:, None]).to(attention_mask.dtype)
+        positions = lengths[:, None] + torch.arange(attention_mask.shape[1], device=device)
+        return {"attention_mask": torch.cat([past_mask, attention_mask], dim=1), "position_ids": positions,
+                "past_key_values": cache, "use_cache": True}
+
+
 def continue_after_prefixes(lm: nn.Module, states: Sequence[PrefixStates], input_ids: Tensor,
                             attention_mask: Tensor) -> Tensor:
     """Logits ``[rows, seq, vocab]`` of each (right-padded) query row read after its own prefix's states."""
-    lengths = [layers[0][0].shape[1] for layers in states]
-    longest = max(lengths)
-    cache = DynamicCache(config=lm.config)
-    for index in range(len(states[0])):
-        keys, values = [], []
-        for layers, length in zip(states, lengths, strict=True):
-            key, value = layers[index]
-            gap = (0, 0, longest - length, 0)  # left-pad the length dimension
-            keys.append(nn.functional.pad(key, gap))
-            values.append(nn.functional.pad(value, gap))
-        cache.update(torch.stack(keys), torch.stack(values), index)
-    device = input_ids.device
-    past_mask = torch.zeros((len(states), longest), dtype=attention_mask.dtype, device=device)
-    for row, length in enumerate(lengths):
-        past_mask[row, longest - length:] = 1
-    offsets = torch.tensor(lengths, device=device)[:, None]
-    positions = offsets + torch.arange(input_ids.shape[1], device=device)
-    return lm(input_ids=input_ids, attention_mask=torch.cat([past_mask, attention_mask], dim=1),
-              position_ids=positions, past_key_values=cache, use_cache=True).logits
+    inputs = StackedPrefixes.stack(states).continuation(lm.config, attention_mask)
+    return lm(input_ids=input_ids, **inputs).logits

@@ -99,9 +99,12 @@ def test_integrated_gradients_sum_to_the_change_from_the_zero_baseline(tiny_mode
         handle = layout.mlp_out(layer).register_forward_pre_hook(zero_last)
         baseline = probability(model, ids, target)
         handle.remove()
-        total = float(integrated_gradients(layout, ids, target, [layer], steps=32, batch_size=16).sum())
+        attributions = integrated_gradients(layout, ids, target, [layer], steps=32, batch_size=16)
         assert abs(full - baseline) > 1e-6
-        assert total == pytest.approx(full - baseline, rel=0.02, abs=1e-7)
+        assert float(attributions.sum()) == pytest.approx(full - baseline, rel=0.02, abs=1e-7)
+        # Run after the prompt's states read once, or over the whole prompt at every step: the same attributions.
+        whole = integrated_gradients(layout, ids, target, [layer], steps=32, batch_size=16, reuse_prefix_states=False)
+        torch.testing.assert_close(attributions, whole, rtol=1e-4, atol=1e-9)
 
 
 def test_neuron_selection_by_hand():

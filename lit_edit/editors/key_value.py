@@ -11,7 +11,6 @@ Everything is functional: forward passes substitute ``params`` and the base mode
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lit_edit.data.batch import IGNORE_INDEX, PromptTokenizer, TokenizedExamples
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors.edited_model import EditFailedError, aligned_logits
-from lit_edit.editors.prefix_cache import StackedPrefixes, read_prefixes
+from lit_edit.editors.prefix_cache import StackedPrefixes, read_stacked
 from lit_edit.paper_scores import example_nll
 from lit_edit.subject_tokens import subject_token_span
 
@@ -191,21 +190,17 @@ def cut_rows(model: PreTrainedModel, params: dict[str, Tensor], examples: Tokeni
     cut, or for a model that cannot continue from read states (no ``position_ids``, no per-layer keys and values)."""
     ids, mask = examples.input_ids, examples.attention_mask
     cuts = cuts.to(ids.device)
-    whole = CutRows(examples, cuts, None)
-    if not enabled or int(cuts.max()) == 0 or "position_ids" not in inspect.signature(model.forward).parameters:
-        return whole
-    try:
-        states = read_prefixes(model, [row[:cut].tolist() for row, cut in zip(ids, cuts.tolist(), strict=True)], 0,
-                               params)
-    except TypeError:
-        return whole
+    past = read_stacked(model, [row[:cut].tolist() for row, cut in zip(ids, cuts.tolist(), strict=True)],
+                        params) if enabled else None
+    if past is None:
+        return CutRows(examples, cuts, None)
     rest = mask.sum(1) - cuts
     steps = torch.arange(int(rest.max()), device=ids.device)
     index = (cuts[:, None] + steps).clamp_max(ids.shape[1] - 1)
     inside = steps < rest[:, None]
     kept = TokenizedExamples(ids.gather(1, index), inside.to(mask.dtype),
                              examples.labels.gather(1, index).masked_fill(~inside, IGNORE_INDEX))
-    return CutRows(kept, cuts, StackedPrefixes.stack(states))
+    return CutRows(kept, cuts, past)
 
 
 def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str, module: nn.Module, rows: FactRows,

@@ -25,6 +25,7 @@ from lit_edit.data.batch import EditBatch
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditedModel, EditFailedError
+from lit_edit.editors.prefix_cache import read_stacked
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
 from lit_edit.models import ModelSpec
 from lit_edit.tracing import LayerSelection
@@ -48,10 +49,13 @@ def last_token_activations(layout: ModelLayout, input_ids: Tensor, layers: Seque
 
 
 def integrated_gradients(layout: ModelLayout, input_ids: Tensor, target_id: int, layers: Sequence[int],
-                         steps: int = 20, batch_size: int = 20) -> Tensor:
+                         steps: int = 20, batch_size: int = 20, reuse_prefix_states: bool = True) -> Tensor:
     """Integrated-gradients attribution of ``p(target | prompt)`` to every MLP neuron of ``layers`` at the prompt's
     last token, ``[len(layers), inner]``. Each layer's activations are scaled by ``(k + 0.5) / steps`` (the path's
-    midpoints) while the other layers run as usual; ``batch_size`` scaled copies of the prompt share a forward."""
+    midpoints) while the other layers run as usual; ``batch_size`` scaled copies of the prompt share a forward.
+    The tokens before the last cannot see the scaling, so their key/value states are read once, and every forward
+    runs the last token alone (``reuse_prefix_states=False``, or a model that cannot continue from read states: the
+    whole prompt)."""
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be at least 1, got {steps} and {batch_size}")
     input_ids = input_ids[:1]
@@ -59,6 +63,8 @@ def integrated_gradients(layout: ModelLayout, input_ids: Tensor, target_id: int,
     alphas = (torch.arange(steps, device=input_ids.device, dtype=torch.float64) + 0.5) / steps
     # Only the last position's logits are needed: skip the vocabulary projection elsewhere where the model can.
     extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(layout.model.forward).parameters else {}
+    past = read_stacked(layout.model, [input_ids[0, :-1].tolist()]) if reuse_prefix_states else None
+    run_ids = input_ids if past is None else input_ids[:, -1:]
     attributions = []
     for layer in layers:
         active = activations[layer]
@@ -74,9 +80,12 @@ def integrated_gradients(layout: ModelLayout, input_ids: Tensor, target_id: int,
 
             handle = layout.mlp_out(layer).register_forward_pre_hook(substitute)
             try:
-                ids = input_ids.expand(len(chunk), -1)
-                logits = layout.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
-                                      **extra).logits
+                ids = run_ids.expand(len(chunk), -1)
+                inputs = {"attention_mask": torch.ones_like(ids), "use_cache": False}
+                if past is not None:  # every copy continues after the same prompt states
+                    inputs.update(past.select(torch.zeros(len(chunk), dtype=torch.long)).continuation(
+                        layout.model.config, inputs["attention_mask"]))
+                logits = layout.model(input_ids=ids, **inputs, **extra).logits
                 probability = torch.softmax(logits[:, -1].float(), dim=-1)[:, target_id]
                 (gradient,) = torch.autograd.grad(probability.sum(), scaled)
             finally:

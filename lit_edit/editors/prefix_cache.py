@@ -10,6 +10,7 @@ logits equal those of the concatenated sequence.
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,6 +129,19 @@ class StackedPrefixes:
         positions = lengths[:, None] + torch.arange(attention_mask.shape[1], device=device)
         return {"attention_mask": torch.cat([past_mask, attention_mask], dim=1), "position_ids": positions,
                 "past_key_values": cache, "use_cache": True}
+
+
+def read_stacked(lm: nn.Module, prefixes: Sequence[Sequence[int]],
+                 params: dict[str, Tensor] | None = None) -> StackedPrefixes | None:
+    """The prefixes' states stacked to continue from; ``None`` when every prefix is empty or the model cannot continue
+    from read states (its forward takes no ``position_ids``, or its cache holds no per-layer keys and values), so
+    the caller runs whole sequences instead."""
+    if not any(prefixes) or "position_ids" not in inspect.signature(lm.forward).parameters:
+        return None
+    try:
+        return StackedPrefixes.stack(read_prefixes(lm, prefixes, 0, params))
+    except TypeError:
+        return None
 
 
 def continue_after_prefixes(lm: nn.Module, states: Sequence[PrefixStates], input_ids: Tensor,

@@ -64,13 +64,15 @@ def read_log(path: Path) -> tuple[str, list[dict[str, Any]], bool]:
     """A per-batch log's header fingerprint, its finished (editor, batch) entries and whether the run finished.
 
     The last line may be cut short by a crash (that batch is simply not finished); any other bad line is an error.
+    A batch logged twice (a run started again before the last one had stopped) counts once, as last logged.
     """
     lines = path.read_text().splitlines()
     try:
         header = json.loads(lines[0]) if lines else {}
     except json.JSONDecodeError:
         header = {}
-    entries: list[dict[str, Any]] = []
+    entries: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    complete = False
     for number, line in enumerate(lines[1:], 2):
         try:
             entry = json.loads(line)
@@ -79,9 +81,10 @@ def read_log(path: Path) -> tuple[str, list[dict[str, Any]], bool]:
                 break  # written halfway when the run was killed: that batch is done again
             raise ValueError(f"{path}: line {number} is not JSON; delete the log to start afresh") from None
         if entry.get("complete"):
-            return header.get("fingerprint", ""), entries, True
-        entries.append(entry)
-    return header.get("fingerprint", ""), entries, False
+            complete = True
+            break
+        entries[entry["editor"], tuple(entry["cases"])] = entry
+    return header.get("fingerprint", ""), list(entries.values()), complete
 
 
 class ResultsLog:

@@ -118,7 +118,10 @@ def test_an_interrupted_evaluation_resumes_without_redoing_or_double_counting(kn
     output = tmp_path / "resumed" / "r.json"
     with pytest.raises(Crash):
         evaluate(knowing_gpt2, records, output, crash_at=3)
-    # The edits made so far can be reported before the run is resumed.
+    log = output.with_suffix(".jsonl")
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join([*lines, lines[-1]]))  # a second run, started before the first had stopped, logged it too
+    # The edits made so far can be reported before the run is resumed (a batch logged twice counts once).
     (so_far,) = load_results([output.with_suffix(".jsonl")])
     assert so_far["edits"] == 3 and so_far["finished"] is False and 0.0 <= so_far["metrics"]["es"] <= 1.0
     results, editor = evaluate(knowing_gpt2, records, output)

@@ -2,6 +2,7 @@
 
     python scripts/benchmark_locating.py rome-layers --layers 2 4 5 6 8 --edits 50
     python scripts/benchmark_locating.py memit --sizes 1 10 100 1000 [--cache-targets]
+    python scripts/benchmark_locating.py memit --sizes 1000 --targets-only 500:1000   # z* only, cached
 
 Scores are CounterFact's (efficacy, paraphrase and neighbourhood: the fraction of prompts where the new target
 beats the true one, or for neighbours the true beats the new) plus ES/DD, from the same ``EditScores`` that
@@ -79,6 +80,9 @@ def main() -> None:
     parser.add_argument("--moment-weight", type=float, default=None, help="MEMIT's λ (default: MEMIT's own)")
     parser.add_argument("--prefixes-per-length", type=int, default=5)
     parser.add_argument("--cache-targets", action="store_true", help="keep and reuse z* (checkpoints/targets/)")
+    parser.add_argument("--targets-only", metavar="A:B", default=None,
+                        help="memit: only search and cache the z* of edits A:B, then stop (slices of a large run can "
+                             "go to separate processes or SLURM array tasks; the run then finds them cached)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", default="results/benchmark_locating.jsonl")
     args = parser.parse_args()
@@ -105,8 +109,17 @@ def main() -> None:
     else:
         records = load_split(f"{args.data}#0:{max(args.sizes)}", args.format)
         weight = {} if args.moment_weight is None else {"moment_weight": args.moment_weight}
-        editor = MEMIT(layers=args.memit_layers, statistics=statistics, prefixes=prefixes, cache_targets=args.cache_targets,
-                       **weight).to(args.device).eval()
+        editor = MEMIT(layers=args.memit_layers, statistics=statistics, prefixes=prefixes,
+                       cache_targets=args.cache_targets or args.targets_only is not None, **weight).to(args.device).eval()
+        if args.targets_only is not None:
+            first, last = (int(x) for x in args.targets_only.split(":"))
+            block = editor.layout.block_name(editor.layers[-1])
+            for start in range(first, last, editor.facts_per_chunk):  # each chunk on disk before the next starts
+                chunk = records[start: min(start + editor.facts_per_chunk, last)]
+                editor.searched_targets(block, editor.requests(editor.prompts.batch(chunk)), {}, editor.facts_per_chunk)
+                cache = editor.target_caches[block]
+                print(f"z* of edits {first}:{start + len(chunk)} cached ({cache.hits} were already)", flush=True)
+            return
         for layer in args.memit_layers:
             editor.key_moment(layer)
         for size in args.sizes:

@@ -1,7 +1,9 @@
 """``lit-edit`` (or ``python -m lit_edit``): ``fetch-model [NAME]`` fetches and converts an embedded model ahead of
 time; ``edit EDIT ...`` edits a model and prints greedy generations before and after (:mod:`lit_edit.edit_command`);
 ``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.report`); ``trace`` locates
-facts by causal tracing and writes heatmaps (:mod:`lit_edit.trace_command`)."""
+facts by causal tracing and writes heatmaps (:mod:`lit_edit.trace_command`); ``key-statistics`` estimates ROME/MEMIT's
+C for some layers ahead of time (:mod:`lit_edit.statistics_command`); ``targets export|import`` carries searched
+ROME/MEMIT targets between machines (:mod:`lit_edit.editors.target_cache`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lit_edit import edit_command, report, trace_command
+from lit_edit import edit_command, report, statistics_command, trace_command
+from lit_edit.editors.target_cache import export_targets, import_targets
 from lit_edit.models import EMBEDDED_MODELS, ModelSpec, fetch_embedded_model, resolve_model_path
 
 
@@ -29,7 +32,25 @@ def main(argv: list[str] | None = None) -> None:
     trace = commands.add_parser("trace", help="causal tracing: where a fact is recalled (PNG heatmaps and JSON)",
                                 description=trace_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     trace_command.add_arguments(trace)
+    statistics = commands.add_parser("key-statistics", help="estimate ROME/MEMIT's C for some layers ahead of time",
+                                     description=statistics_command.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    statistics_command.add_arguments(statistics)
+    targets = commands.add_parser("targets", help="carry ROME/MEMIT's searched targets between machines in one file")
+    targets.add_argument("action", choices=["export", "import"],
+                         help="export: every target under --root into ARCHIVE; import: ARCHIVE's targets into --root")
+    targets.add_argument("archive", type=Path)
+    targets.add_argument("--root", type=Path, default=None, help="the target cache (default: checkpoints/targets)")
     args = parser.parse_args(argv)
+    if args.command == "targets":
+        if args.action == "export":
+            print(f"{export_targets(args.archive, args.root)} targets written to {args.archive}")
+        else:
+            print(f"{import_targets(args.archive, args.root)} targets imported from {args.archive}")
+        return
+    if args.command == "key-statistics":
+        statistics_command.main(args)
+        return
     if args.command == "trace":
         trace_command.main(args, trace)
         return

@@ -71,13 +71,18 @@ def model_fingerprint(model: PreTrainedModel) -> str:
     return digest.hexdigest()[:16]
 
 
+def json_digest(value: object, length: int) -> str:
+    """A short hash of a JSON-able value that does not depend on key order: the name of a cache keyed by settings."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def cache_path(model: PreTrainedModel, module_name: str, spec: KeyStatisticsSpec,
                root: Path | None = None) -> Path:
     """``checkpoints/key_statistics/<model hash>/<module>/<source hash>.pt``."""
     source = dict(asdict(spec), save_every=None)  # how often partial sums are saved does not change them
     if spec.corpus:
         source["corpus_mtime"] = os.path.getmtime(spec.corpus)
-    tag = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
+    tag = json_digest(source, 12)
     return (root or checkpoints_dir() / "key_statistics") / model_fingerprint(model) / module_name / f"{tag}.pt"
 
 

@@ -78,7 +78,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="passages C is estimated from")
     parser.add_argument("--statistics-batch", type=int, default=64, help="passages sampled per batch for C")
     parser.add_argument("--moment-weight", type=float, default=None, help="MEMIT's λ (default: MEMIT's own)")
-    parser.add_argument("--prefixes-per-length", type=int, default=5)
+    parser.add_argument("--prefixes-per-length", type=int, default=None,
+                        help="sampled prefixes per length, 5 and 10 tokens (default: each editor's own: ROME five "
+                             "of each, MEMIT five of 10 tokens)")
     parser.add_argument("--cache-targets", action="store_true", help="keep and reuse z* (checkpoints/targets/)")
     parser.add_argument("--targets-only", metavar="A:B", default=None,
                         help="memit: only search and cache the z* of edits A:B, then stop (slices of a large run can "
@@ -96,7 +98,7 @@ def main() -> None:
         with open(args.output, "a") as log:
             log.write(json.dumps({**row, "device": device, "command": " ".join(sys.argv)}) + "\n")
 
-    prefixes = ContextPrefixes(per_length=args.prefixes_per_length)
+    prefixes = None if args.prefixes_per_length is None else ContextPrefixes(per_length=args.prefixes_per_length)
     if args.what == "rome-layers":
         records = load_split(f"{args.data}#0:{args.edits}", args.format)
         reference = NoEdit().to(args.device).eval()

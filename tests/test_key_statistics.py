@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import lit_edit.key_statistics as key_statistics
+from lit_edit.__main__ import main
 from lit_edit.key_statistics import (
     KeyStatisticsSpec,
     PassageStream,
@@ -97,3 +98,21 @@ def test_a_singular_moment_is_regularised_with_a_warning():
     assert torch.isfinite(solution).all()
     well = torch.diag(torch.tensor([2.0, 1.0, 4.0]))
     torch.testing.assert_close(regularised_inverse_solve(well, key), torch.tensor([0.5, 2.0, 0.0], dtype=torch.float64))
+
+
+def test_the_command_estimates_every_layer_in_one_pass_into_the_editors_cache(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIT_EDIT_CHECKPOINTS", str(tmp_path))
+    spec = tiny_models["llama"]
+    passes = []
+    stream_batch = PassageStream.batch
+    monkeypatch.setattr(PassageStream, "batch", lambda self, index: passes.append(index) or stream_batch(self, index))
+    main(["key-statistics", "--model", spec.name, "--layers", "1", "0", "--samples", "16", "--tokens", "6",
+          "--batch-size", "8"])
+    assert passes == [0, 1]  # both layers from the same two batches of passages
+
+    # An editor with the same settings finds C cached and samples nothing.
+    model, tokenizer = load_model(spec), load_tokenizer(spec)
+    statistics = KeyStatisticsSpec(samples=16, tokens=6, batch_size=8)
+    moments = estimate_key_moments(model, tokenizer, ModelLayout(model), [0, 1], statistics, progress=False)
+    assert passes == [0, 1] and set(moments) == {0, 1}
+    assert all(torch.isfinite(moment).all() and moment.abs().sum() > 0 for moment in moments.values())

@@ -10,6 +10,7 @@ import lit_edit.editors.rome as rome_module
 from lit_edit.editors import MEMIT, ROME
 from lit_edit.editors.key_value import TargetOptimisation
 from lit_edit.editors.rome import ContextPrefixes
+from lit_edit.editors.target_cache import ARCHIVE_VERSION, export_targets, import_targets
 from lit_edit.key_statistics import KeyStatisticsSpec
 
 STATISTICS = KeyStatisticsSpec(samples=64, tokens=12, batch_size=16)
@@ -92,3 +93,29 @@ def test_targets_are_keyed_by_the_search_and_a_bad_file_is_searched_again(knowin
     deltas(rome, records)
     (rome_cache,) = rome.target_caches.values()
     assert (rome_cache.hits, rome_cache.misses) == (0, 1) and len(list(rome_cache.directory.glob("*.pt"))) == 1
+
+
+def test_targets_carried_in_an_archive_are_reused_elsewhere(knowing_gpt2, tmp_path, monkeypatch):
+    records = synthetic_records()[:2]
+    searched = deltas(memit(knowing_gpt2, cache_targets=True), records)
+    archive = tmp_path / "carried" / "targets.pt"
+    assert export_targets(archive) == 2
+
+    monkeypatch.setenv("LIT_EDIT_CHECKPOINTS", str(tmp_path / "elsewhere"))  # another machine: an empty cache
+    assert import_targets(archive) == 2 and import_targets(archive) == 0  # files already there are left alone
+    counted = searches_counted(monkeypatch)
+    carried = deltas(memit(knowing_gpt2, cache_targets=True), records)
+    assert counted == []
+    for name in searched:
+        torch.testing.assert_close(carried[name], searched[name], rtol=0, atol=0)
+
+
+def test_an_archive_that_would_write_outside_the_cache_is_refused(tmp_path):
+    archive = tmp_path / "bad.pt"
+    torch.save({"version": ARCHIVE_VERSION, "entries": {"../../escape/m/s/f.pt": {}}}, archive)
+    with pytest.raises(ValueError, match="escape"):
+        import_targets(archive, tmp_path / "root")
+    assert not (tmp_path / "root").exists()
+    torch.save({"something": "else"}, archive)
+    with pytest.raises(ValueError, match="not a target archive"):
+        import_targets(archive, tmp_path / "root")

@@ -221,9 +221,11 @@ def optimise_shift(model: PreTrainedModel, params: dict[str, Tensor], kind: str,
         t.to(device) for t in (rows.subject_position, essence_subject, essence_last))
     with torch.no_grad():
         essence_logits = run(model, params, **essence_inputs)
+        unprefixed = rows.unprefixed.to(device)  # v₀ is read from each fact's own prompt: its row alone is run
         with captured(module) as seen:
-            run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
-        base = seen["output"][rows.unprefixed.to(device), subject_position[rows.unprefixed.to(device)]].float()
+            run(model, params, input_ids=rows.examples.input_ids[unprefixed],
+                attention_mask=rows.examples.attention_mask[unprefixed])
+        base = seen["output"][torch.arange(len(unprefixed), device=device), subject_position[unprefixed]].float()
     keep_log_probs = F.log_softmax(essence_logits[torch.arange(len(essence_last), device=device), essence_last].float(), dim=-1)
     contexts = cut_rows(model, params, rows.examples, subject_position, reuse_prefix_states)
     essence_ids = essence_inputs["input_ids"]

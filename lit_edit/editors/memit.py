@@ -42,6 +42,8 @@ class MEMIT(LocatingEditor):
         """
         Args:
             layers: the blocks whose MLP output projections share each edit (ascending; the last one holds z*).
+            prefixes: the contexts k* and z* are averaged over; by default MEMIT's own, five sampled prefixes of
+                10 tokens (ROME samples ten), so a fact's search batch has 6 rows instead of 11.
             moment_weight: λ, how strongly the keys summarised by C keep their old values against the new facts.
                 A key k adds kᵀ(λC)⁻¹k ≈ width/λ to the solve, so λ is relative to the MLP's width: by default
                 width × 0.92, the ratio of MEMIT's λ = 15,000 to GPT-J's 16,384-wide MLP.
@@ -54,6 +56,7 @@ class MEMIT(LocatingEditor):
                 reused target's edit time leaves out the search.
         """
         layers = sorted(layers if layers is not None else [3, 4, 5, 6, 7])
+        prefixes = prefixes or ContextPrefixes(lengths=[10], per_length=5)
         super().__init__(model, layers, layout, statistics, target, prefixes, max_condition, max_length,
                          layer_selection, cache_targets)
         self.save_hyperparameters()

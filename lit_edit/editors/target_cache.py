@@ -11,8 +11,6 @@ unreadable one is recomputed with a warning, never misread.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -23,15 +21,11 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from lit_edit.editors.key_value import FactRequest, TargetOptimisation
-from lit_edit.key_statistics import atomic_save, model_fingerprint
+from lit_edit.key_statistics import atomic_save, json_digest, model_fingerprint
 from lit_edit.models import checkpoints_dir
 
 #: Part of every settings hash: a change to how targets are searched for must bump it, so old files are not reused.
 FORMAT_VERSION = 1
-
-
-def _digest(value: object, length: int) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
 
 
 class TargetCache:
@@ -39,14 +33,14 @@ class TargetCache:
 
     def __init__(self, model: PreTrainedModel, module_name: str, settings: TargetOptimisation,
                  prefixes: Sequence[str], max_length: int, root: Path | None = None) -> None:
-        tag = _digest({"version": FORMAT_VERSION, "settings": asdict(settings), "prefixes": list(prefixes),
+        tag = json_digest({"version": FORMAT_VERSION, "settings": asdict(settings), "prefixes": list(prefixes),
                        "max_length": max_length}, 12)
         self.directory = (root or checkpoints_dir() / "targets") / model_fingerprint(model) / module_name / tag
         self.hits = 0
         self.misses = 0
 
     def path(self, request: FactRequest) -> Path:
-        return self.directory / f"{_digest(asdict(request), 16)}.pt"
+        return self.directory / f"{json_digest(asdict(request), 16)}.pt"
 
     def load(self, request: FactRequest) -> Tensor | None:
         """The stored target of ``request``, or ``None`` (counted as a miss) when there is none to trust."""
@@ -69,3 +63,44 @@ class TargetCache:
     def save(self, request: FactRequest, value: Tensor) -> None:
         atomic_save({"version": FORMAT_VERSION, "request": asdict(request), "value": value.detach().float().cpu()},
                     self.path(request))
+
+
+#: Version of the single-file archive that :func:`export_targets` writes.
+ARCHIVE_VERSION = 1
+
+
+def default_root() -> Path:
+    return checkpoints_dir() / "targets"
+
+
+def export_targets(archive: Path, root: Path | None = None) -> int:
+    """Every target file under ``root`` in one file (their paths below ``root`` and contents); returns how many.
+
+    Targets searched on one machine (a GPU, the tasks of a SLURM array) can then be carried to another and imported
+    there, where an edit reuses them instead of searching again.
+    """
+    root = root or default_root()
+    entries = {path.relative_to(root).as_posix(): torch.load(path, map_location="cpu", weights_only=True)
+               for path in sorted(root.rglob("*.pt"))}
+    atomic_save({"version": ARCHIVE_VERSION, "entries": entries}, Path(archive))
+    return len(entries)
+
+
+def import_targets(archive: Path, root: Path | None = None) -> int:
+    """Writes an :func:`export_targets` archive's files under ``root``, leaving files already there as they are;
+    returns how many it wrote. A foreign archive, or one whose paths would leave ``root``, is refused whole."""
+    root = root or default_root()
+    saved = torch.load(archive, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("version") != ARCHIVE_VERSION:
+        raise ValueError(f"{archive}: not a target archive of version {ARCHIVE_VERSION} (lit-edit targets export)")
+    for relative in saved["entries"]:
+        parts = Path(relative).parts
+        if Path(relative).is_absolute() or ".." in parts or len(parts) != 4 or not relative.endswith(".pt"):
+            raise ValueError(f"{archive}: entry {relative!r} is not <model>/<module>/<settings>/<fact>.pt")
+    written = 0
+    for relative, content in saved["entries"].items():
+        path = root / relative
+        if not path.exists():
+            atomic_save(content, path)
+            written += 1
+    return written

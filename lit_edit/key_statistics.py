@@ -62,6 +62,10 @@ class KeyMoment:
     def second_moment(self) -> Tensor:
         return (self.sum / max(self.count, 1)).float()
 
+    def digest(self) -> str:
+        """A short hash of the sums: two machines that sampled the same text got the same C exactly when it agrees."""
+        return hashlib.sha256(self.sum.cpu().numpy().tobytes()).hexdigest()[:16]
+
 
 def model_fingerprint(model: PreTrainedModel) -> str:
     """A short hash of the config and of a few weights: different models or fine-tunes never share a cache."""

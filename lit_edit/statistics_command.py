@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from lit_edit.key_statistics import KeyStatisticsSpec, cache_path, estimate_key_moments
 from lit_edit.model_layout import ModelLayout
 from lit_edit.models import ModelSpec, load_model, load_tokenizer
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> list[str]:
-    """Estimates (or finds cached) C for every requested layer; prints and returns the cache files."""
+    """Estimates (or finds cached) C for every requested layer; prints the cache files, with how many keys each
+    summarises and a hash of its sums (to check that another machine's estimate is the same), and returns them."""
     spec = ModelSpec(name=args.model, dtype=args.dtype)
     model = load_model(spec).to(args.device).eval()
     tokenizer = load_tokenizer(spec)
@@ -41,7 +44,8 @@ def main(args: argparse.Namespace) -> list[str]:
     statistics = KeyStatisticsSpec(corpus=args.corpus, samples=args.samples, tokens=args.tokens,
                                    batch_size=args.batch_size, seed=args.seed)
     estimate_key_moments(model, tokenizer, layout, sorted(set(args.layers)), statistics)
-    paths = [str(cache_path(model, layout.mlp_out_name(layer), statistics)) for layer in sorted(set(args.layers))]
+    paths = [cache_path(model, layout.mlp_out_name(layer), statistics) for layer in sorted(set(args.layers))]
     for path in paths:
-        print(path)
-    return paths
+        moment = torch.load(path, map_location="cpu", weights_only=False)["moment"]
+        print(f"{path}  keys={moment.count}  sum-sha256={moment.digest()}")
+    return [str(path) for path in paths]

@@ -100,7 +100,8 @@ def test_a_singular_moment_is_regularised_with_a_warning():
     torch.testing.assert_close(regularised_inverse_solve(well, key), torch.tensor([0.5, 2.0, 0.0], dtype=torch.float64))
 
 
-def test_the_command_estimates_every_layer_in_one_pass_into_the_editors_cache(tiny_models, tmp_path, monkeypatch):
+def test_the_command_estimates_every_layer_in_one_pass_into_the_editors_cache(tiny_models, tmp_path, monkeypatch,
+                                                                              capsys):
     monkeypatch.setenv("LIT_EDIT_CHECKPOINTS", str(tmp_path))
     spec = tiny_models["llama"]
     passes = []
@@ -109,6 +110,8 @@ def test_the_command_estimates_every_layer_in_one_pass_into_the_editors_cache(ti
     main(["key-statistics", "--model", spec.name, "--layers", "1", "0", "--samples", "16", "--tokens", "6",
           "--batch-size", "8"])
     assert passes == [0, 1]  # both layers from the same two batches of passages
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and all("keys=96" in line and "sum-sha256=" in line for line in printed)  # 16 × 6
 
     # An editor with the same settings finds C cached and samples nothing.
     model, tokenizer = load_model(spec), load_tokenizer(spec)

@@ -236,3 +236,11 @@ def test_before_after_examples_make_a_chain_at_once_and_ask_its_question(knowing
     text = EditExamples(max_new_tokens=1).examples(editor, chain, editor.prompts.batch)
     assert f"| {first.prompt} | {first.target_new} | {first.target_true} | {first.target_new} |" in text
     assert text.endswith(f"| {question.prompt} | {question.target} | {second.target_true} | {question.target} |")
+
+
+def test_settings_that_change_speed_not_edits_are_declared_unscored():
+    from lit_edit.editors import ENN, KE, MEMIT, MEND, ROME
+
+    assert all("gradient_checkpointing" in editor.unscored_hparams for editor in (MEND, ENN, KE, ROME, MEMIT))
+    assert "cache_targets" in ROME.unscored_hparams and "cache_targets" in MEMIT.unscored_hparams
+    assert "steps" not in ROME.unscored_hparams

@@ -92,7 +92,8 @@ class Editor(LightningModule):
     supports_zero3: ClassVar[bool] = False
     #: Hyperparameters that change how fast an editor works, not what it edits: an evaluation log written with
     #: other values of these is still resumed (they are left out of the run's fingerprint, as the accelerator is).
-    unscored_hparams: ClassVar[frozenset[str]] = frozenset()
+    #: Gradient checkpointing recomputes the same activations, so it is one of them.
+    unscored_hparams: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
 
     def __init__(self, model: ModelSpec | None = None, max_length: int = 128,
                  gradient_checkpointing: bool = False) -> None:

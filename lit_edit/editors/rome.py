@@ -51,7 +51,7 @@ class ContextPrefixes:
 class LocatingEditor(Editor):
     """What ROME and MEMIT share: the layout, the prefixes, the key statistics C per layer, the target search."""
 
-    unscored_hparams = frozenset({"cache_targets"})
+    unscored_hparams = Editor.unscored_hparams | {"cache_targets"}
 
     def __init__(self, model: ModelSpec | None, layers: list[int], layout: LayoutSpec | None,
                  statistics: KeyStatisticsSpec | None, target: TargetOptimisation | None,

@@ -56,6 +56,9 @@ def test_cached_targets_are_reused_and_edit_as_a_fresh_search_would(knowing_gpt2
     written = deltas(first, records[:3])
     (cache,) = first.target_caches.values()
     assert (cache.hits, cache.misses) == (0, 3) and len(list(cache.directory.glob("*.pt"))) == 3
+    for file in cache.directory.glob("*.pt"):  # each file holds its own fact, not its search batch's whole tensor
+        value = torch.load(file, weights_only=True)["value"]
+        assert value.untyped_storage().nbytes() == value.numel() * value.element_size()
     for name in written:
         torch.testing.assert_close(written[name], uncached[name], rtol=1e-4, atol=1e-6)
 

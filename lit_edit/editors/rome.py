@@ -39,7 +39,8 @@ from lit_edit.tracing import LayerSelection
 
 @dataclass
 class ContextPrefixes:
-    """The random prefixes that k* and v* are averaged over (ROME: ten of 5 tokens and ten of 10)."""
+    """The random prefixes that k* and v* are averaged over (the ROME paper: ten of 5 tokens and ten of 10; the default
+    here: five of each; MEMIT's own: five of 10)."""
 
     lengths: list[int] = field(default_factory=lambda: [5, 10])
     """Token lengths of the sampled prefixes."""

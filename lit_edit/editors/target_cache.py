@@ -61,8 +61,9 @@ class TargetCache:
         return saved["value"]
 
     def save(self, request: FactRequest, value: Tensor) -> None:
-        atomic_save({"version": FORMAT_VERSION, "request": asdict(request), "value": value.detach().float().cpu()},
-                    self.path(request))
+        # A clone: the value is a row of its batch's tensor, and saving a view would write the whole batch's storage.
+        atomic_save({"version": FORMAT_VERSION, "request": asdict(request),
+                     "value": value.detach().float().cpu().clone()}, self.path(request))
 
 
 #: Version of the single-file archive that :func:`export_targets` writes.
@@ -80,8 +81,10 @@ def export_targets(archive: Path, root: Path | None = None) -> int:
     there, where an edit reuses them instead of searching again.
     """
     root = root or default_root()
-    entries = {path.relative_to(root).as_posix(): torch.load(path, map_location="cpu", weights_only=True)
-               for path in sorted(root.rglob("*.pt"))}
+    entries = {}
+    for path in sorted(root.rglob("*.pt")):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        entries[path.relative_to(root).as_posix()] = {**saved, "value": saved["value"].clone()}  # its own storage
     atomic_save({"version": ARCHIVE_VERSION, "entries": entries}, Path(archive))
     return len(entries)
 

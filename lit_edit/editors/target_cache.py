@@ -28,6 +28,10 @@ from lit_edit.models import checkpoints_dir
 FORMAT_VERSION = 1
 
 
+def default_root() -> Path:
+    return checkpoints_dir() / "targets"
+
+
 class TargetCache:
     """The targets of one module's search under fixed settings; counts what it found and what it did not."""
 
@@ -35,7 +39,7 @@ class TargetCache:
                  prefixes: Sequence[str], max_length: int, root: Path | None = None) -> None:
         tag = json_digest({"version": FORMAT_VERSION, "settings": asdict(settings), "prefixes": list(prefixes),
                        "max_length": max_length}, 12)
-        self.directory = (root or checkpoints_dir() / "targets") / model_fingerprint(model) / module_name / tag
+        self.directory = (root or default_root()) / model_fingerprint(model) / module_name / tag
         self.hits = 0
         self.misses = 0
 
@@ -68,10 +72,6 @@ class TargetCache:
 
 #: Version of the single-file archive that :func:`export_targets` writes.
 ARCHIVE_VERSION = 1
-
-
-def default_root() -> Path:
-    return checkpoints_dir() / "targets"
 
 
 def export_targets(archive: Path, root: Path | None = None) -> int:

@@ -87,31 +87,90 @@ def read_log(path: Path) -> tuple[str, list[dict[str, Any]], bool]:
     return header.get("fingerprint", ""), list(entries.values()), complete
 
 
+def rank_logs(path: Path) -> list[Path]:
+    """The per-rank logs beside a run's log ``RESULTS.jsonl``: ``RESULTS.rank0.jsonl``, ... (multi-device runs)."""
+    return sorted(path.parent.glob(f"{path.stem}.rank*.jsonl"))
+
+
+def read_run(path: Path) -> tuple[str, list[dict[str, Any]], bool]:
+    """:func:`read_log` over a whole run: its log ``path`` and, if it ran on several devices, the ranks' logs
+    beside it that carry the same fingerprint (the run's fingerprint and whether it finished are ``path``'s)."""
+    fingerprint, entries, complete = read_log(path)
+    merged = {(entry["editor"], tuple(entry["cases"])): entry for entry in entries}
+    for log in rank_logs(path):
+        rank_fingerprint, rank_entries, _ = read_log(log)
+        if rank_fingerprint == fingerprint:  # a rank log of another run is not this run's
+            merged.update({(entry["editor"], tuple(entry["cases"])): entry for entry in rank_entries})
+    return fingerprint, list(merged.values()), complete
+
+
+def _local() -> bool:
+    return False
+
+
+def tally(entries: Sequence[dict[str, Any]], editor: str) -> tuple[EditScores, list[dict[str, Any]]]:
+    """One editor's scores and failures from a run's logged (editor, batch) entries."""
+    scores, failures = EditScores(compare_targets=True), []
+    for metric in scores.as_logged().values():  # the entries are every rank's already: compute gathers nothing
+        metric.distributed_available_fn = _local
+    for entry in entries:
+        if entry["editor"] == editor:
+            account(entry, scores, failures)
+    return scores, failures
+
+
 class ResultsLog:
     """Append-only JSON lines, one per (editor, batch of case ids), after a header with the run's fingerprint.
 
     An earlier log is resumed only when it was left unfinished by a run with the same fingerprint (editors,
     their settings, data, protocol); otherwise it is started afresh. The last line may be cut short by a crash.
+
+    On several devices every rank appends to its own ``RESULTS.rankN.jsonl`` (no two processes write one file)
+    and reads the whole run's logs, so a run resumes on any number of devices: the rank that edits a batch
+    need not be the one that logged it. Rank zero :meth:`start` s the run before any rank :meth:`load` s it, and
+    :meth:`finish` es it by gathering every entry into ``RESULTS.jsonl``, marked complete.
     """
 
-    def __init__(self, path: Path | None, fingerprint: str = "") -> None:
+    def __init__(self, path: Path | None, fingerprint: str = "", rank: int = 0, world_size: int = 1) -> None:
         self.path = path
         self.fingerprint = fingerprint
+        self.own_path = path if path is None or world_size == 1 else path.with_suffix(f".rank{rank}.jsonl")
         self.entries: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
-        self.resumed = path is not None and self._read(path)
-        if path is not None and not self.resumed:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
 
-    def _read(self, path: Path) -> bool:
-        """Load an unfinished log of the same run; False when there is none to resume."""
-        if not path.exists():
+    def start(self, resume: bool = True) -> bool:
+        """Keep an unfinished log of this run (True: the run resumes), else begin the log afresh (False).
+
+        Rank zero only, before any rank loads. Kept: the rank logs of this run are folded into the run's log,
+        so that it alone holds what was done. A new log deletes every rank log of an earlier run.
+        """
+        if self.path is None:
             return False
-        fingerprint, entries, complete = read_log(path)
-        if fingerprint != self.fingerprint or complete:
-            return False  # another run's log, or a finished run: a new one starts afresh
+        if resume and self.path.exists():
+            fingerprint, entries, complete = read_run(self.path)
+            if fingerprint == self.fingerprint and not complete:
+                self._rewrite(entries)
+                return True
+        self._rewrite([])
+        return False
+
+    def _rewrite(self, entries: list[dict[str, Any]]) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [{"fingerprint": self.fingerprint}, *entries]
+        staged = self.path.with_suffix(".jsonl.tmp")
+        staged.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        staged.replace(self.path)  # a crash leaves the old log or the new one, never half of one
+        for log in rank_logs(self.path):
+            log.unlink()
+
+    def load(self) -> None:
+        """Read the run's logs (after :meth:`start`): the batches finished so far, on any rank."""
+        if self.path is None:
+            return
+        _, entries, _ = read_run(self.path)
         self.entries = {(entry["editor"], tuple(entry["cases"])): entry for entry in entries}
-        return True
+        if self.own_path != self.path and not self.own_path.exists():
+            self.own_path.write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n")
 
     def get(self, editor: str, cases: Sequence[str]) -> dict[str, Any] | None:
         return self.entries.get((editor, tuple(cases)))
@@ -119,17 +178,21 @@ class ResultsLog:
     def add(self, editor: str, cases: Sequence[str], entry: dict[str, Any]) -> dict[str, Any]:
         entry = {"editor": editor, "cases": list(cases), **entry}
         self.entries[editor, tuple(cases)] = entry
-        self._append(entry)
+        if self.own_path is not None:
+            with self.own_path.open("a") as out:
+                out.write(json.dumps(entry) + "\n")
         return entry
 
-    def complete(self) -> None:
-        """Mark the run finished (kept as the per-batch record; the next run starts afresh)."""
-        self._append({"complete": True})
-
-    def _append(self, entry: dict[str, Any]) -> None:
-        if self.path is not None:
-            with self.path.open("a") as out:
-                out.write(json.dumps(entry) + "\n")
+    def finish(self) -> list[dict[str, Any]]:
+        """Every batch of the run, from all ranks; the run's log then holds them all and is marked complete (kept
+        as the per-batch record; the next run starts afresh). Rank zero only, once every rank has logged its last."""
+        if self.path is None:
+            return list(self.entries.values())
+        _, entries, _ = read_run(self.path)
+        self._rewrite(entries)
+        with self.path.open("a") as out:
+            out.write(json.dumps({"complete": True}) + "\n")
+        return entries
 
 
 @dataclass

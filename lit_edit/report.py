@@ -4,8 +4,8 @@
 (``_es_dd.png``) and, for a sequential run, the retention curves (``_retention.png``).
 ``lit-edit report RESULTS.json ...`` does the same for several runs at once and adds ES and DD against the
 number of edits made at once, from runs that differ in ``data.eval_edits_per_batch``. Given a run's per-batch
-log (``RESULTS.jsonl``) instead, it reports the edits finished so far: the figures of a long evaluation that is
-still running, or that stopped and will be resumed.
+log (``RESULTS.jsonl``; a multi-device run's ranks' logs beside it are read too) instead, it reports the edits
+finished so far: the figures of a long evaluation that is still running, or that stopped and will be resumed.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
 def records_from_log(path: Path) -> list[dict[str, Any]]:
     """One record per editor from the batches a per-batch log holds, scored exactly as the finished run scores
     them (``edits``: the edits made and scored, not counting failed ones); ``finished``: whether the run ended."""
-    from lit_edit.editors.base import EditScores
-    from lit_edit.protocol import account, read_log
+    from lit_edit.protocol import read_run, tally
 
-    fingerprint, entries, finished = read_log(Path(path))
+    fingerprint, entries, finished = read_run(Path(path))
     if not fingerprint:
         raise ValueError(f"{path}: not a per-batch log of evaluate.py (its first line has no run fingerprint)")
     settings = json.loads(fingerprint)
@@ -48,9 +47,7 @@ def records_from_log(path: Path) -> list[dict[str, Any]]:
     order = list(dict.fromkeys(entry["editor"] for entry in entries))  # the config's order (the fingerprint sorts)
     for editor, init_args in sorted(settings["editors"].items(),
                                     key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
-        scores, failures = EditScores(compare_targets=True), []
-        for entry in (e for e in entries if e["editor"] == editor):
-            account(entry, scores, failures)
+        scores, failures = tally(entries, editor)
         edits = int(scores.edit_seconds.weight.item())  # as the suite counts them
         figures = {name: float(metric.compute()) if edits else math.nan for name, metric in scores.as_logged().items()}
         records.append({"editor": editor, "init_args": init_args, "protocol": settings["protocol"],

@@ -17,7 +17,7 @@ from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.generation import greedy_completion
 from lit_edit.paper_scores import inverse_document_frequencies
-from lit_edit.protocol import ResultsLog, SequentialEditing, account, metric_states
+from lit_edit.protocol import ResultsLog, SequentialEditing, account, metric_states, tally
 from lit_edit.provenance import run_provenance
 from lit_edit.report import write_run_report
 
@@ -102,14 +102,16 @@ class EditorSuite(LightningModule):
         fingerprint = json.dumps({"editors": _plain(scored),
                                   "data": _plain(dict(self.trainer.datamodule.hparams)),
                                   "protocol": self.protocol()}, sort_keys=True)
-        if self.trainer.world_size > 1:  # each rank scores its own batches and keeps its own log
-            self.log_path = self.output.with_suffix(f".rank{self.trainer.global_rank}.jsonl")
-        if not self.resume:
-            self.log_path.unlink(missing_ok=True)
-        self.log_book = ResultsLog(self.log_path, fingerprint)
-        if self.sequence is not None and not self.log_book.resumed:
+        trainer = self.trainer
+        if self.sequence is not None and trainer.world_size > 1:
+            raise ValueError("a sequential run edits one model batch after batch, so it runs on one device; "
+                             f"got {trainer.world_size} (set trainer.devices: 1)")
+        # Each rank edits its share of the batches and logs them in its own file; all read the whole run's logs.
+        self.log_book = ResultsLog(self.log_path, fingerprint, trainer.global_rank, trainer.world_size)
+        resumed = trainer.strategy.broadcast(self.log_book.start(self.resume) if trainer.is_global_zero else None)
+        self.log_book.load()
+        if self.sequence is not None and not resumed:
             self.sequence.discard_saved()  # the saved weights belong to another (or a finished) run
-        self.failures: dict[str, list[dict[str, Any]]] = {key: [] for key in self.editors}
         records = self.trainer.datamodule.records("test")
         if self.sequence is not None:
             self.sequence.records_by_id = {r.case_id: r for r in records}
@@ -165,12 +167,21 @@ class EditorSuite(LightningModule):
             scores.consistency.update(*map(list, zip(*referenced, strict=True)), self.idf)
 
     def account(self, key: str, editor: Editor, entry: dict[str, Any]) -> None:
-        account(entry, editor.test_scores, self.failures[key])
+        account(entry, editor.test_scores, [])  # the running figures Lightning logs; results come from the log
 
     def on_test_epoch_end(self) -> None:
-        self.results = []
+        """Results from the run's log: every batch, whichever rank (or earlier, resumed run) edited it."""
+        self.trainer.strategy.barrier()  # every rank has logged its last batch
+        if self.trainer.is_global_zero:
+            self.results = self.write_results(self.log_book.finish())
+        self.results = self.trainer.strategy.broadcast(self.results)
+
+    def write_results(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each editor's figures over ``entries``, written as the results JSON, its table and plots."""
+        results = []
         for key, editor in self.editors.items():
-            figures = {name: float(metric.compute()) for name, metric in editor.test_scores.as_logged().items()}
+            scores, failures = tally(entries, key)
+            figures = {name: float(metric.compute()) for name, metric in scores.as_logged().items()}
             record = {
                 "editor": key,
                 "name": editor.name,
@@ -178,27 +189,26 @@ class EditorSuite(LightningModule):
                 "init_args": _plain(dict(editor.hparams)),
                 "model": _plain(editor.model_spec),
                 "protocol": self.protocol(),
-                "edits": int(editor.test_scores.edit_seconds.weight.item()),
-                "failed_edits": sum(len(f["cases"]) for f in self.failures[key]),
-                "failures": self.failures[key],
+                "edits": int(scores.edit_seconds.weight.item()),
+                "failed_edits": sum(len(f["cases"]) for f in failures),
+                "failures": failures,
                 "metrics": figures,
             }
             if self.sequence is not None:
                 record["sequential"] = self.sequence.history(key).curve
-            self.results.append(record)
-        if self.trainer.is_global_zero:
-            datamodule = self.trainer.datamodule
-            data = dict(datamodule.hparams) if datamodule is not None else {}
-            provenance = run_provenance(next(iter(self.editors.values())), datamodule, self.resolved_config)
-            for record in self.results:
-                record["data"] = _plain(data)
-                record["provenance"] = provenance
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            self.output.write_text(json.dumps(self.results, indent=1))
-            self.log_book.complete()
-            table = results_table(self.results)
-            written = [self.output, *write_run_report(self.results, self.output, table)]
-            print("\n" + table + "\n\nwritten: " + ", ".join(str(path) for path in written))
+            results.append(record)
+        datamodule = self.trainer.datamodule
+        data = dict(datamodule.hparams) if datamodule is not None else {}
+        provenance = run_provenance(next(iter(self.editors.values())), datamodule, self.resolved_config)
+        for record in results:
+            record["data"] = _plain(data)
+            record["provenance"] = provenance
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.output.write_text(json.dumps(results, indent=1))
+        table = results_table(results)
+        written = [self.output, *write_run_report(results, self.output, table)]
+        print("\n" + table + "\n\nwritten: " + ", ".join(str(path) for path in written))
+        return results
 
     def protocol(self) -> dict[str, Any]:
         datamodule = self.trainer.datamodule

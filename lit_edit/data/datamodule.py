@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from lit_edit.data.batch import EditBatch, PromptTokenizer
 from lit_edit.data.readers import load_edit_records, read_references, with_references
 from lit_edit.data.records import EditRecord
-from lit_edit.data.sampling import ResumableShuffle
+from lit_edit.data.sampling import DealtBatches, ResumableShuffle
 from lit_edit.models import ModelSpec, load_tokenizer
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -143,7 +143,13 @@ class EditDataModule(LightningDataModule):
         return self._loader("val", self.eval_edits_per_batch)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_edits_per_batch)
+        """Every test batch exactly once over all ranks: rank ``r`` of ``W`` edits batches ``r, r + W, ...``."""
+        batches = [[self.records("test")[i] for i in batch]
+                   for batch in group_batches(self.records("test"), self.eval_edits_per_batch)]
+        trainer = self.trainer
+        ranks = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return DataLoader(batches, batch_size=None, sampler=DealtBatches(len(batches), *ranks),
+                          collate_fn=self.collate, num_workers=self.num_workers)
 
 
 def group_batches(records: list[EditRecord], edits_per_batch: int) -> list[list[int]]:

@@ -1,4 +1,5 @@
-"""Seeded shuffling of training edits that splits batches over ranks and resumes mid-epoch.
+"""Samplers that deal whole edit batches out to ranks: seeded, resumable shuffling for training, and an exact
+split of the evaluation batches.
 
 Lightning restores the step count and optimizer state from a checkpoint, but a plain shuffled DataLoader
 starts its epoch again from the first batch, so a resumed run would see some edits twice and others not at
@@ -66,3 +67,26 @@ class ResumableShuffle(DistributedSampler):
 
     def __len__(self) -> int:
         return self.batches_per_rank * self.batch_size  # the epoch's length: Lightning counts the resumed epoch's batches
+
+
+class DealtBatches(DistributedSampler):
+    """Evaluation: rank ``r`` of ``W`` gets batches ``r, r + W, r + 2W, ...`` of ``batches``, in order.
+
+    Unlike Lightning's default :class:`DistributedSampler`, it pads nothing: a padded batch would be edited and
+    scored twice and counted twice in the run's metrics. Ranks may get one batch more or less than each other;
+    evaluation syncs only at the end of the epoch, so that is safe.
+    """
+
+    def __init__(self, batches: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.batches, self.num_replicas, self.rank = batches, num_replicas, rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """The order does not depend on the epoch."""
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.batches, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.batches, self.num_replicas))

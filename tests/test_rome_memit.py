@@ -131,6 +131,27 @@ def test_the_search_runs_only_the_tokens_from_the_subject_on_and_finds_the_same_
     assert bool((whole[1] != 0).all())  # every fact's δ moved: the comparison is not of zeros
 
 
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_reading_an_early_layer_runs_nothing_after_it(tiny_models, architecture):
+    """MEMIT's keys and states come from blocks far below the top: the pass stops at the last one read, with the
+    same activations as the whole pass, and the blocks above and the output head do not run."""
+    editor = ROME(tiny_models[architecture], layer=0, statistics=STATISTICS, prefixes=FEW_PREFIXES)
+    rows = fact_rows(editor.prompts, editor.requests(editor.prompts.batch(synthetic_records()[:3])), [])
+    inputs = {"input_ids": rows.examples.input_ids, "attention_mask": rows.examples.attention_mask}
+    first, above = editor.layout.blocks[0], editor.layout.blocks[1]
+    calls = []
+    above.register_forward_hook(lambda *_: calls.append("block 1"))
+    editor.model.get_output_embeddings().register_forward_hook(lambda *_: calls.append("head"))
+    with torch.no_grad(), key_value.captured(first) as whole:
+        key_value.run(editor.model, {}, **inputs)
+    assert calls == ["block 1", "head"]
+    calls.clear()
+    with torch.no_grad(), key_value.captured(first) as stopped:
+        key_value.run_until(editor.model, {}, first, **inputs)
+    assert calls == []
+    torch.testing.assert_close(stopped["output"], whole["output"])
+
+
 def test_memit_with_one_fact_and_layer_is_rome_shrunk_by_its_regulariser(knowing_gpt2):
     """Sherman-Morrison: with one key, MEMIT's ΔW = ROME's ΔW · s/(λ + s), s = kᵀC⁻¹k.
 

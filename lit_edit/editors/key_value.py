@@ -147,13 +147,34 @@ def run(model: PreTrainedModel, params: dict[str, Tensor], past: StackedPrefixes
     return (functional_call(model, params, args=(), kwargs=inputs, strict=False) if params else model(**inputs)).logits
 
 
+class _Reached(Exception):
+    """Raised by :func:`run_until`'s hook: the forward pass has produced everything that is read."""
+
+
+def run_until(model: PreTrainedModel, params: dict[str, Tensor], module: nn.Module, **inputs: Tensor) -> None:
+    """A forward pass of ``model`` (with ``params``) that stops once ``module`` has run: for reading activations
+    of early layers (MEMIT's keys and states at blocks 3–7 of SmolLM2's 30), the later blocks and the output head
+    would be most of the work. Hooks registered on ``module`` before this call still see its output."""
+
+    def stop(_module: nn.Module, _args: tuple, _output: Tensor) -> None:
+        raise _Reached
+
+    handle = module.register_forward_hook(stop)
+    try:
+        run(model, params, **inputs)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
 def subject_keys(model: PreTrainedModel, params: dict[str, Tensor], module: nn.Module,
                  rows: FactRows) -> tuple[Tensor, Tensor]:
     """Per fact, ``module``'s input at the subject's last token: averaged over the fact's contexts (k*, which decides
     the direction of ROME's update) and in the bare prompt alone (the key that prompt will present)."""
     with captured(module) as seen:
-        run(model, params, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
+        run_until(model, params, module, input_ids=rows.examples.input_ids, attention_mask=rows.examples.attention_mask)
     index = torch.arange(len(rows.fact))
     keys = seen["input"][index, rows.subject_position]
     return mean_per_fact(keys, rows), keys[rows.unprefixed].float()

@@ -21,7 +21,7 @@ from lit_edit.editors.key_value import (
     fact_rows,
     least_squares_update,
     mean_per_fact,
-    run,
+    run_until,
 )
 from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
 from lit_edit.key_statistics import KeyStatisticsSpec
@@ -89,11 +89,11 @@ class MEMIT(LocatingEditor):
         """All facts' keys at ``layer`` and hidden states at the last edited layer, under the edits so far (one
         forward pass per chunk reads both)."""
         keys, states = [], []
+        last = self.layout.blocks[self.layers[-1]]
         for chunk in rows:
-            with captured(self.layout.mlp_out(layer)) as key_seen, \
-                    captured(self.layout.blocks[self.layers[-1]]) as state_seen, torch.no_grad():
-                run(self.model, params, input_ids=chunk.examples.input_ids,
-                    attention_mask=chunk.examples.attention_mask)
+            with captured(self.layout.mlp_out(layer)) as key_seen, captured(last) as state_seen, torch.no_grad():
+                run_until(self.model, params, last, input_ids=chunk.examples.input_ids,
+                          attention_mask=chunk.examples.attention_mask)
             keys.append(mean_per_fact(key_seen["input"][torch.arange(len(chunk.fact)), chunk.subject_position], chunk))
             states.append(state_seen["output"][chunk.unprefixed, chunk.subject_position[chunk.unprefixed]].float())
         return torch.cat(keys), torch.cat(states)

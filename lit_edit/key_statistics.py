@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_edit.model_layout import ModelLayout
 from lit_edit.models import checkpoints_dir
+from lit_edit.partial_forward import stopping_after
 
 #: Saved with every cache file; a file written by another version is recomputed, not misread.
 FORMAT_VERSION = 1
@@ -171,7 +172,7 @@ def estimate_key_moments(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
                desc=f"key statistics, layers {missing}")
     for index in bar:
         input_ids, attention_mask = stream.batch(index)
-        with captured_inputs(modules) as seen:
+        with captured_inputs(modules) as seen, stopping_after(modules[names[max(missing)]]):
             model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         keep = attention_mask.bool()
         for layer in missing:

@@ -26,6 +26,7 @@ from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors.edited_model import EditFailedError, aligned_logits
 from lit_edit.editors.prefix_cache import StackedPrefixes, read_stacked
 from lit_edit.paper_scores import example_nll
+from lit_edit.partial_forward import stopping_after
 from lit_edit.subject_tokens import subject_token_span
 
 
@@ -147,25 +148,11 @@ def run(model: PreTrainedModel, params: dict[str, Tensor], past: StackedPrefixes
     return (functional_call(model, params, args=(), kwargs=inputs, strict=False) if params else model(**inputs)).logits
 
 
-class _Reached(Exception):
-    """Raised by :func:`run_until`'s hook: the forward pass has produced everything that is read."""
-
-
 def run_until(model: PreTrainedModel, params: dict[str, Tensor], module: nn.Module, **inputs: Tensor) -> None:
-    """A forward pass of ``model`` (with ``params``) that stops once ``module`` has run: for reading activations
-    of early layers (MEMIT's keys and states at blocks 3–7 of SmolLM2's 30), the later blocks and the output head
-    would be most of the work. Hooks registered on ``module`` before this call still see its output."""
-
-    def stop(_module: nn.Module, _args: tuple, _output: Tensor) -> None:
-        raise _Reached
-
-    handle = module.register_forward_hook(stop)
-    try:
+    """:func:`run`, ended once ``module`` has run (:mod:`lit_edit.partial_forward`): for reading early layers'
+    activations, whose later blocks and output head would be most of the work."""
+    with stopping_after(module):
         run(model, params, **inputs)
-    except _Reached:
-        pass
-    finally:
-        handle.remove()
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,14 @@ class SlurmProbe(Callback):
         with self.path.open("a") as out:
             out.write(json.dumps(line) + "\n")
         time.sleep(self.seconds)
+
+
+@pytest.fixture
+def restored_environment() -> Iterator[None]:
+    """``os.environ`` as it was before the test. An in-process distributed run sets ``MASTER_ADDR``, ``LOCAL_RANK``
+    and others there; a later test's ``python evaluate.py --trainer.devices 2`` would inherit them, take itself
+    for one rank of an outside launcher, and wait forever for the other rank instead of starting it."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -143,7 +143,8 @@ class UnshardableMEND(MEND):
     supports_zero3 = False
 
 
-def test_zero3_is_refused_before_training_for_an_editor_that_cannot_shard(tiny_models, synthetic_splits):
+def test_zero3_is_refused_before_training_for_an_editor_that_cannot_shard(tiny_models, synthetic_splits,
+                                                                         restored_environment):
     data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=tiny_models["gpt2"])
     editor = UnshardableMEND(tiny_models["gpt2"], rank=4)
     before = {k: v.clone() for k, v in editor.state_dict().items()}

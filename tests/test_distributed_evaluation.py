@@ -24,6 +24,8 @@ from lit_edit.protocol import metric_states, read_log
 from lit_edit.report import load_results
 
 EDITS = 5  # odd: the ranks get three and two batches, and nothing may be padded or counted twice
+# Set by a distributed launcher; inherited, they would make evaluate.py wait for ranks that nobody starts.
+LAUNCHER_VARIABLES = {"MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"}
 COMPARED = ("es", "paraphrase_es", "dd", "retention", "edit_nll", "pre_es")
 
 
@@ -55,7 +57,8 @@ def run_evaluate(knowing_gpt2, synthetic_splits, tmp_path_factory):
         args = [sys.executable, str(REPO / "evaluate.py"), "--config", str(path), "--trainer.devices", str(devices)]
         if devices > 1:
             args += ["--trainer.strategy", "ddp"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
+        env["OMP_NUM_THREADS"] = "1"
         done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         return json.loads((work / "results" / "evaluate.json").read_text())

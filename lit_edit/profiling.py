@@ -162,3 +162,11 @@ class StepProfiler(Callback):
         if trainer.is_global_zero:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             self.output.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def record_row(row: dict, output: str | Path) -> None:
+    """A benchmark's figures, printed and appended as one JSON line to ``output`` (kept with the command)."""
+    print(json.dumps(row), flush=True)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "a") as log:
+        log.write(json.dumps(row) + "\n")

@@ -13,11 +13,9 @@ times is printed and appended to ``--output``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 from unittest import mock
 
 import torch
@@ -26,7 +24,7 @@ import lit_edit.editors.memit as memit_module
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors import MEMIT
 from lit_edit.editors.key_value import fact_rows, run
-from lit_edit.profiling import synchronized_clock
+from lit_edit.profiling import record_row, synchronized_clock
 
 
 def whole_pass(model, params, _module, **inputs) -> None:
@@ -65,10 +63,7 @@ def main() -> None:
            "blocks": len(editor.layout.blocks), "whole_s": seconds["whole"], "stopped_s": seconds["stopped"],
            "ratio_median": round(ratio, 3), "threads": torch.get_num_threads(), "device": args.device,
            "command": " ".join(sys.argv)}
-    print(json.dumps(row))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.output, "a") as log:
-        log.write(json.dumps(row) + "\n")
+    record_row(row, args.output)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,15 @@ difference of the attributions relative to their largest value. Appended to ``--
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors import KnowledgeNeurons
 from lit_edit.editors.knowledge_neurons import integrated_gradients
-from lit_edit.profiling import synchronized_clock
+from lit_edit.profiling import record_row, synchronized_clock
 
 
 def main() -> None:
@@ -51,10 +49,7 @@ def main() -> None:
     row = {"prompts": args.prompts, "layers": args.layers, "steps": args.steps, "device": args.device,
            "threads": torch.get_num_threads(), "seconds": median, "ratio": median["reused"] / median["whole"],
            "relative_difference": difference, "command": " ".join(sys.argv)}
-    print(json.dumps(row))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.output, "a") as log:
-        log.write(json.dumps(row) + "\n")
+    record_row(row, args.output)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import torch
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors import MEMIT
 from lit_edit.editors.key_value import essence_rows, fact_rows, optimise_shift
-from lit_edit.profiling import synchronized_clock
+from lit_edit.profiling import record_row, synchronized_clock
 
 
 def module_at(revision: str, path: str = "lit_edit/editors/key_value.py") -> ModuleType:
@@ -71,9 +70,7 @@ def main() -> None:
            "shift_change": float((shifts["current"] - shifts["baseline"]).abs().max()
                                  / shifts["baseline"].abs().max().clamp_min(1e-12)),
            "command": " ".join(sys.argv)}
-    print(json.dumps(row), flush=True)
-    with open(args.output, "a") as log:
-        log.write(json.dumps(row) + "\n")
+    record_row(row, args.output)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,66 @@ from typing import Any
 
 import matplotlib
 
+from lit_edit.errors import UserInputError
+
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+class ResultsFileError(UserInputError, ValueError):
+    """A file given to ``lit-edit report`` that is not a results JSON or per-batch log of ``evaluate.py``."""
+
+
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
-    """Every editor record of every results file (or per-batch log), each tagged with the file it came from."""
+    """Every editor record of every results file (or per-batch log), each tagged with the file it came from; a file
+    that is missing, not UTF-8, not JSON or not evaluate.py's is a :class:`ResultsFileError` naming it."""
     records = []
     for path in paths:
-        loaded = records_from_log(path) if Path(path).suffix == ".jsonl" else json.loads(Path(path).read_text())
+        path = Path(path)
+        if not path.is_file():
+            raise ResultsFileError(f"{path}: no such results file (give evaluate.py's results JSON or its .jsonl log)")
+        if path.suffix == ".jsonl":
+            try:
+                loaded = records_from_log(path)
+            except ResultsFileError:
+                raise
+            except UnicodeDecodeError as error:
+                line = path.read_bytes().count(b"\n", 0, error.start) + 1
+                raise ResultsFileError(f"{path}: line {line}: not UTF-8 text; give evaluate.py's .jsonl log") from None
+            except (KeyError, TypeError, AttributeError, IndexError, RecursionError) as error:
+                raise ResultsFileError(f"{path}: not a per-batch log of evaluate.py ({type(error).__name__}: "
+                                       f"{error})") from None
+            except ValueError as error:  # the log reader's own errors name the file and line
+                message = str(error)
+                raise ResultsFileError(message if str(path) in message else f"{path}: {message}") from None
+        else:
+            loaded = _read_results_json(path)
         records.extend({**record, "source": str(path)} for record in loaded)
     return records
+
+
+def _read_results_json(path: Path) -> list[dict[str, Any]]:
+    """A results JSON's editor records: a list of objects, each with an ``editor`` name and its ``metrics``."""
+    data = path.read_bytes()
+    try:
+        loaded = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ResultsFileError(f"{path}: line {line}: not UTF-8 text; give evaluate.py's results JSON") from None
+    except json.JSONDecodeError as error:
+        raise ResultsFileError(f"{path}: line {error.lineno}: not JSON ({error.msg}); give evaluate.py's results "
+                               "JSON or its .jsonl log") from None
+    except RecursionError:
+        raise ResultsFileError(f"{path}: nested too deeply to be evaluate.py's results JSON") from None
+    if not isinstance(loaded, list):
+        raise ResultsFileError(f"{path}: expected evaluate.py's results, a JSON list of editor records, got a "
+                               f"{type(loaded).__name__}")
+    for index, record in enumerate(loaded):
+        if not (isinstance(record, dict) and isinstance(record.get("editor"), str)
+                and isinstance(record.get("metrics"), dict)):
+            raise ResultsFileError(f"{path}: record {index} is not an editor record of evaluate.py (an object with "
+                                   "'editor' and 'metrics')")
+    return loaded
 
 
 def records_from_log(path: Path) -> list[dict[str, Any]]:
@@ -38,10 +87,10 @@ def records_from_log(path: Path) -> list[dict[str, Any]]:
 
     fingerprint, entries, finished = read_run(Path(path))
     if not fingerprint:
-        raise ValueError(f"{path}: not a per-batch log of evaluate.py (its first line has no run fingerprint)")
+        raise ResultsFileError(f"{path}: not a per-batch log of evaluate.py (its first line has no run fingerprint)")
     settings = json.loads(fingerprint)
     if settings["protocol"]["mode"] == "sequential":
-        raise ValueError(f"{path}: a sequential run's retention curve is in its results JSON, not its log; "
+        raise ResultsFileError(f"{path}: a sequential run's retention curve is in its results JSON, not its log; "
                          "report that file once the run has finished")
     records = []
     order = list(dict.fromkeys(entry["editor"] for entry in entries))  # the config's order (the fingerprint sorts)

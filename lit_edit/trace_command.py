@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from lit_edit.data.datamodule import context_length_of
+from lit_edit.errors import UserInputError
 from lit_edit.model_layout import LayoutSpec, ModelLayout
 from lit_edit.models import ModelSpec, load_model, load_tokenizer
 from lit_edit.subject_tokens import SubjectNotFoundError, subject_token_span
@@ -33,6 +37,31 @@ from lit_edit.tracing import (
 )
 
 
+def _at_least(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[least, most]``, so a bad value is refused before the model loads."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least or (most is not None and value > most):
+            bound = f"at least {least}" if most is None else f"between {least} and {most}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (a noise std or scale of 0 corrupts nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to trace (one prompt, or a file of known facts)")
     what.add_argument("--prompt", help="a prompt that names the subject")
@@ -42,18 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "shared:rome_known/known_1000.json#0:10")
     what.add_argument("--known-only", action="store_true",
                       help="with --facts: trace only facts whose attribute's first token is the model's prediction")
-    what.add_argument("--limit", type=int, help="with --facts: trace at most this many (after --known-only)")
+    what.add_argument("--limit", type=_at_least(1), help="with --facts: trace at most this many (after --known-only)")
     parser.add_argument("--model", default=ModelSpec.name, help="model name or directory (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", help="torch dtype of the weights (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--samples", type=int, default=10, help="noise samples per fact (default: %(default)s)")
-    parser.add_argument("--window", type=int, default=10,
+    parser.add_argument("--samples", type=_at_least(1), default=10, help="noise samples per fact (default: %(default)s)")
+    parser.add_argument("--window", type=_at_least(1), default=10,
                         help="MLP/attention outputs restored together around each layer (ROME: 10)")
-    parser.add_argument("--noise-scale", type=float, default=3.0,
+    parser.add_argument("--noise-scale", type=_positive_float, default=3.0,
                         help="noise std in units of the subjects' token-embedding std (ROME: 3)")
-    parser.add_argument("--noise", type=float, help="absolute noise std (overrides --noise-scale)")
+    parser.add_argument("--noise", type=_positive_float, help="absolute noise std (overrides --noise-scale)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="states to restore")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_at_least(0, 2**63 - 1), default=0)
     parser.add_argument("--out", default="results/trace", help="output directory (default: %(default)s)")
     for name, help_text in (("blocks", "dotted path of the block list"), ("mlp", "MLP module inside a block"),
                             ("attention", "attention module inside a block")):
@@ -81,13 +110,22 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error("give either --prompt and --subject, or --facts")
     if args.prompt and not args.subject:
         parser.error("--prompt needs --subject (the subject's tokens are the ones corrupted)")
-    spec = ModelSpec(name=args.model, dtype=args.dtype)
-    tokenizer = load_tokenizer(spec)
+    misplaced = [flag for flag, given in (("--known-only", args.known_only), ("--limit", args.limit is not None))
+                 if given and not args.facts] + (["--answer"] if args.answer and args.facts else [])
+    if misplaced:
+        parser.error(f"{', '.join(misplaced)}: {'only with --facts' if not args.facts else 'only with --prompt'}")
     try:
-        facts = read_known_facts(args.facts) if args.facts else [Fact(args.prompt, args.subject, args.answer)]
+        spec = ModelSpec(name=args.model, dtype=args.dtype)
+        tokenizer = load_tokenizer(spec)
+        limit = context_length_of(spec)
+        facts = read_known_facts(args.facts, "--facts") if args.facts else [Fact(args.prompt, args.subject, args.answer)]
         for fact in facts:  # every fact is checked before any work is done
             subject_token_span(tokenizer, fact.prompt, fact.subject)
-    except (SubjectNotFoundError, FileNotFoundError, ValueError) as error:
+            length = len(tokenizer(fact.prompt)["input_ids"])
+            if limit is not None and length > limit:
+                raise ValueError(f"prompt {fact.prompt[:40]!r} is {length} tokens, more than the model's context of "
+                                 f"{limit}; shorten it")
+    except (SubjectNotFoundError, UserInputError, FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     model = load_model(spec).to(args.device)
     layout = ModelLayout(model, LayoutSpec(blocks=args.layout_blocks, mlp=args.layout_mlp,

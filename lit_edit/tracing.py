@@ -23,9 +23,11 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_edit.data.datamodule import resolve_data_path
+from lit_edit.data.batch import context_length
+from lit_edit.data.datamodule import non_empty, resolve_data_path
 from lit_edit.data.readers import iter_json_records
 from lit_edit.data.records import EditDataError
+from lit_edit.errors import ConfigurationError
 from lit_edit.model_layout import ModelLayout
 from lit_edit.subject_tokens import subject_token_span
 
@@ -43,10 +45,11 @@ class Fact:
     answer: str | None = None
 
 
-def read_known_facts(spec: str) -> list[Fact]:
+def read_known_facts(spec: str, option: str = "known facts path") -> list[Fact]:
     """ROME's known facts (``known_1000.json``: ``prompt``, ``subject``, ``attribute``) from a data path such as
-    ``shared:rome_known/known_1000.json#0:20``; a record without those fields is an error naming file and field."""
-    path, window = resolve_data_path(spec)
+    ``shared:rome_known/known_1000.json#0:20``; a record without those fields is an error naming file and field,
+    and a path or slice that selects no fact an error naming ``option`` (the setting it came from)."""
+    path, window = resolve_data_path(spec, option)
     facts = []
     for index, line, record in iter_json_records(path):
         values = []
@@ -56,7 +59,7 @@ def read_known_facts(spec: str) -> list[Fact]:
                 raise EditDataError(str(path), index, name, f"expected a non-empty string, got {value!r}", line)
             values.append(value)
         facts.append(Fact(*values))
-    return facts[window]
+    return non_empty(facts[window], len(facts), spec, option)
 
 
 def answer_token(tokenizer: PreTrainedTokenizerBase, answer: str, separator: str = " ") -> int:
@@ -169,12 +172,19 @@ class Tracer:
               kinds: Sequence[Kind] = KINDS, positions: Sequence[int] | None = None) -> CausalTrace:
         """Trace ``fact``: restore each of ``kinds`` at every layer and at ``positions`` (default: every token)."""
         if samples < 1 or window < 1:
-            raise ValueError(f"samples and window must be at least 1, got {samples} and {window}")
+            raise ConfigurationError(f"tracing needs samples and window of at least 1, got {samples} and {window}")
+        if not math.isfinite(noise) or noise < 0:
+            raise ConfigurationError(f"tracing needs a finite noise std >= 0, got {noise}")
         unknown = set(kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown trace kinds {sorted(unknown)}; expected some of {list(KINDS)}")
         start, stop = subject_token_span(self.tokenizer, fact.prompt, fact.subject)
         ids = torch.tensor([self.tokenizer(fact.prompt)["input_ids"]], device=self.device)
+        limit = context_length(getattr(self.model, "config", None))
+        if limit is not None and ids.shape[1] > limit:  # a learned position table has no row past it
+            raise EditDataError(f"fact {fact.prompt[:40]!r}", None, None,
+                                f"the prompt is {ids.shape[1]} tokens, more than the model's context of {limit}; "
+                                "shorten it (tracing corrupts the subject, so the prompt cannot be cut)")
         n_tokens, n_layers = ids.shape[1], self.layout.num_layers
         clean_states, logits_prob = self._clean_run(ids, kinds)
         if fact.answer is None:

@@ -252,6 +252,7 @@ def test_write_read_round_trip(tmp_path: Path, suffix: str) -> None:
     ("rome_counterfact.json", "rome_counterfact"),
     ("lit_edit_records.jsonl", "lit_edit"),
     ("mquake.json", "mquake"),
+    ("mquake_hard.json", "mquake"),
     ("knowedit.json", "knowedit"),
 ])
 def test_auto_format_detection(name: str, fmt: str) -> None:

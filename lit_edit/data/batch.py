@@ -5,14 +5,17 @@ Loss and metrics only see target tokens: prompt and padding positions carry the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from lit_edit.data.records import EditRecord, LabeledPrompt
+from lit_edit.data.records import EditDataError, EditRecord, LabeledPrompt
+from lit_edit.errors import ConfigurationError
 from lit_edit.metrics import IGNORE_INDEX
 
 
@@ -73,25 +76,56 @@ class EditBatch:
         )
 
 
+def context_length(config: Any) -> int | None:
+    """The positions a model can attend over (``max_position_embeddings`` or ``n_positions`` of its config), or None
+    for a model with relative positions and no fixed limit (T5)."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 class PromptTokenizer:
-    """Turns (prompt, target) pairs into :class:`TokenizedExamples` for a causal or seq2seq LM."""
+    """Turns (prompt, target) pairs into :class:`TokenizedExamples` for a causal or seq2seq LM.
+
+    A row is at most ``max_length`` tokens, and ``max_length`` at most the model's ``context_length`` (a longer
+    row would index past a learned position table, or be cut silently by the model): a causal prompt that does
+    not fit loses its start, a seq2seq prompt its end, and each such prompt is warned about once, with how many
+    tokens it lost, since an edit of a truncated prompt is not the edit asked for.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, kind: str = "causal", max_length: int = 128,
-                 target_separator: str = " ") -> None:
+                 target_separator: str = " ", context_length: int | None = None) -> None:
+        if max_length < 2:
+            raise ConfigurationError(f"max_length must be at least 2 (a prompt token and a target token), got "
+                                     f"{max_length} (--model.init_args.max_length)")
         self.tokenizer = tokenizer
         self.kind = kind
-        self.max_length = max_length
+        self.requested_max_length = max_length
+        self.context_length = context_length
+        self.max_length = min(max_length, context_length) if context_length else max_length
         self.target_separator = target_separator
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
         self.pad_id = int(pad)
+        self._warned: set[str] = set()
+
+    @classmethod
+    def for_model(cls, tokenizer: PreTrainedTokenizerBase, kind: str, max_length: int, model: Any) -> PromptTokenizer:
+        """The tokenizer for ``model``: ``max_length`` capped at its context (its config's position count)."""
+        return cls(tokenizer, kind, max_length, context_length=context_length(getattr(model, "config", None)))
 
     def target_ids(self, target: str) -> list[int]:
         text = self.target_separator + target if self.kind == "causal" else target
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
-            raise ValueError(f"target {target!r} tokenizes to nothing")
+            raise EditDataError(f"target {target!r}", None, None, "tokenizes to nothing; give a target with words")
+        if self.kind == "causal" and len(ids) >= self.max_length:
+            raise ConfigurationError(f"target {target[:40]!r} is {len(ids)} tokens, which leaves no room for its "
+                                     f"prompt in max_length {self._limit_text()}; raise max_length "
+                                     "(--model.init_args.max_length) or shorten the target")
         return ids
 
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -100,18 +134,46 @@ class PromptTokenizer:
     def __call__(self, pairs: Sequence[LabeledPrompt]) -> TokenizedExamples:
         rows_in: list[list[int]] = []
         rows_lab: list[list[int]] = []
+        cut: list[tuple[str, int, int]] = []  # (prompt, tokens dropped, tokens it had)
         for pair in pairs:
             prompt, target = self.prompt_ids(pair.prompt), self.target_ids(pair.target)
             if self.kind == "causal":
-                prompt = prompt[-(self.max_length - len(target)):] if len(prompt) + len(target) > self.max_length else prompt
+                room = self.max_length - len(target)
+                if len(prompt) > room:
+                    cut.append((pair.prompt, len(prompt) - room, len(prompt)))
+                    prompt = prompt[-room:]
                 rows_in.append(prompt + target)
                 rows_lab.append([IGNORE_INDEX] * len(prompt) + target)
             else:
+                if len(prompt) > self.max_length:
+                    cut.append((pair.prompt, len(prompt) - self.max_length, len(prompt)))
+                if len(target) > self.max_length:
+                    cut.append((f"target {pair.target}", len(target) - self.max_length, len(target)))
                 rows_in.append(prompt[: self.max_length])
                 rows_lab.append(target[: self.max_length])
+        self._warn_truncated(cut)
         input_ids, attention_mask = _pad(rows_in, self.pad_id)
         labels, _ = _pad(rows_lab, IGNORE_INDEX)
         return TokenizedExamples(input_ids, attention_mask, labels)
+
+    def _limit_text(self) -> str:
+        if self.max_length < self.requested_max_length:
+            return f"{self.max_length} (the model's context; {self.requested_max_length} was asked)"
+        return str(self.max_length)
+
+    def _warn_truncated(self, cut: list[tuple[str, int, int]]) -> None:
+        """One warning per call for the prompts truncated for the first time (each prompt is named once)."""
+        new = [(text, dropped, total) for text, dropped, total in cut if text not in self._warned]
+        if not new:
+            return
+        self._warned.update(text for text, _, _ in new)
+        lost = "start" if self.kind == "causal" else "end"
+        shown = ", ".join(f"{text[:40]!r}{'...' if len(text) > 40 else ''} ({dropped} of {total} tokens dropped)"
+                          for text, dropped, total in new[:3])
+        more = f" and {len(new) - 3} more" if len(new) > 3 else ""
+        warnings.warn(f"{len(new)} prompt(s) longer than max_length {self._limit_text()} lost their {lost}: "
+                      f"{shown}{more}; raise max_length (--model.init_args.max_length) or shorten them",
+                      UserWarning, stacklevel=3)
 
     def batch(self, records: Sequence[EditRecord], max_out_of_scope: int | None = None) -> EditBatch:
         """Build the edit batch for ``records``; out-of-scope prompts about any edited subject are dropped."""
@@ -121,9 +183,10 @@ class PromptTokenizer:
         out_of_scope = select_out_of_scope(records, max_out_of_scope)
         kinds = torch.tensor([out_of_scope_kind(pair, records) for pair in out_of_scope], dtype=torch.long)
         if not out_of_scope:
-            raise ValueError(
-                f"edits {[r.case_id for r in records]} have no out-of-scope prompt that avoids the batch's subjects"
-            )
+            raise EditDataError(
+                f"edits {[r.case_id for r in records]}", None, None,
+                "have no out-of-scope prompt that avoids the batch's subjects, so drawdown cannot be measured; give "
+                "the records out_of_scope or hard_out_of_scope prompts (a prompt_target file: 'neighbours')")
         portability = [pair for r in records for pair in r.portability]
         return EditBatch(edit, self(in_scope_pairs), is_paraphrase, self(out_of_scope), tuple(records), kinds,
                          self(portability) if portability else None)

@@ -8,6 +8,7 @@ A file ending in ``.jsonl`` holds one record per line; any other file holds a JS
 from __future__ import annotations
 
 import json
+import random
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -16,20 +17,49 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
-from lit_edit.data.records import EditDataError, EditRecord, LabeledPrompt, record_from_dict
+from lit_edit.data.records import (
+    DataFileNotFoundError,
+    EditDataError,
+    EditRecord,
+    LabeledPrompt,
+    chained_groups,
+    record_from_dict,
+)
+from lit_edit.errors import ConfigurationError
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _NQ_PREFIX = "nq question: "
 
 
-def _missing_file(path: Path) -> FileNotFoundError:
-    """A FileNotFoundError that points at the shared data folder when the path is meant to be in it."""
+def _missing_file(path: Path) -> DataFileNotFoundError:
+    """The error for a data path that names no file, pointing at the shared data folder when it is meant to be in it."""
     message = f"edit data file not found: {path}"
     parts = path.absolute().parts
     if any(parts[i:i + 2] == ("shared", "data") for i in range(len(parts) - 1)):
         message += (" (the benchmark data lives in ../shared/data beside the project, not inside it;"
                     " set LIT_EDIT_DATA_DIR or pass another path if it is elsewhere)")
-    return FileNotFoundError(message)
+    return DataFileNotFoundError(message)
+
+
+def read_data_text(path: str | Path) -> str:
+    """A data file's text (UTF-8, an optional BOM dropped); a missing file, a folder or bytes that are not UTF-8 are
+    an :class:`EditDataError` naming the file and line, not a bare ``UnicodeDecodeError``."""
+    path = Path(path)
+    if not path.exists():
+        raise _missing_file(path)
+    if path.is_dir():
+        raise EditDataError(str(path), None, None, "is a folder, not a data file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        raise EditDataError(str(path), None, None,
+                            f"byte 0x{data[err.start]:02x} at column {err.start - line_start + 1} is not UTF-8 "
+                            "(save the file as UTF-8)", data.count(b"\n", 0, err.start) + 1) from None
+
+
+_TOO_DEEP = "nested too deeply to read (an edit record nests objects and lists a few levels deep at most)"
 
 
 def iter_json_records(path: str | Path) -> Iterator[tuple[int, int, Any]]:
@@ -39,10 +69,8 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[int, int, Any]]:
     Array elements are decoded one at a time with ``raw_decode`` to learn their offsets.
     """
     path = Path(path)
-    if not path.exists():
-        raise _missing_file(path)
     source = str(path)
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_data_text(path)
 
     if path.suffix == ".jsonl":
         index = 0
@@ -53,6 +81,8 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[int, int, Any]]:
                 except json.JSONDecodeError as err:
                     raise EditDataError(source, index, "<json>", f"invalid JSON: {err.msg} (column {err.colno})",
                                         lineno) from None
+                except RecursionError:
+                    raise EditDataError(source, index, "<json>", _TOO_DEEP, lineno) from None
                 yield index, lineno, obj
                 index += 1
         return
@@ -74,6 +104,8 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[int, int, Any]]:
         except json.JSONDecodeError as err:
             raise EditDataError(source, index, "<json>", f"invalid JSON: {err.msg} (column {err.colno})",
                                 err.lineno) from None
+        except RecursionError:
+            raise EditDataError(source, index, "<json>", _TOO_DEEP, text.count("\n", 0, pos) + 1) from None
         line += text.count("\n", counted, pos)
         counted = pos
         yield index, line, obj
@@ -377,22 +409,51 @@ def _mquake(r: _Fields) -> list[EditRecord]:
 
 
 def read_mquake(path: str | Path, *, skip_invalid: bool = False) -> list[EditRecord]:
-    """MQuAKE (Zhong et al. 2023; the CF, CF-3k and T files): each case is a chain of 1-4 edits, one record each
-    (``<case_id>:<i>``, all in group ``<case_id>``), applied together by the evaluation.
+    """MQuAKE (Zhong et al. 2023; the CF, CF-3k, T and hard files): each case is a chain of 1-4 edits, one record
+    each (``<case_id>:<i>``, all in group ``<case_id>``), applied together by the evaluation.
 
     A rewrite's ``prompt`` with its ``subject`` -> prompt, ``target_new.str``/``target_true.str`` -> targets, its
     ``question`` -> paraphrase. The case's multi-hop ``questions`` (-> ``new_answer``) are the portability questions,
     and the hops of ``new_single_hops`` that no rewrite changed (-> their ``answer``) are out of scope; both sit
-    on the case's first record. A case whose every hop is edited borrows an untouched hop of the next case that
-    has one, so every chain is measured for drawdown too.
+    on the case's first record. A case whose every hop is edited (every case of MQuAKE-hard) borrows an
+    out-of-scope prompt from another case, so every chain is measured for drawdown: see :func:`borrow_out_of_scope`.
     """
-    records = _read(path, _mquake, skip_invalid)
-    firsts = [i for i, record in enumerate(records) if i == 0 or records[i - 1].group != record.group]
-    donors = [i for i in firsts if records[i].out_of_scope]
-    for i in firsts:
-        if not records[i].out_of_scope and donors:
-            donor = next((d for d in donors if d > i), donors[0])
-            records[i] = replace(records[i], out_of_scope=records[donor].out_of_scope[:1])
+    return borrow_out_of_scope(_read(path, _mquake, skip_invalid))
+
+
+def borrow_out_of_scope(records: list[EditRecord]) -> list[EditRecord]:
+    """Give each chain (records of one ``group``) that has no out-of-scope prompt one fact from another chain: an
+    untouched hop where any chain has one, else (a file where every hop is edited) another chain's edited fact as
+    it stood before the edit (its prompt with ``target_true``). Never a prompt naming one of the chain's subjects
+    or one of its own in-scope prompts, which the batch would drop; where no fact qualifies the chain is left as is.
+
+    The choice is deterministic, seeded by the chain's group: a scan of the candidates from a start drawn by
+    ``random.Random(group)``, so a chain borrows the same fact whatever the run, and chains spread over the file.
+    """
+    chains = chained_groups(records)
+    hops = [(records[c[0]].group, pair) for c in chains for pair in records[c[0]].out_of_scope]
+    facts = [(r.group, LabeledPrompt(r.prompt, r.target_true)) for r in records if r.target_true]
+    for chain in chains:
+        first = records[chain[0]]
+        if first.out_of_scope:
+            continue
+        subjects = [records[i].subject for i in chain if records[i].subject]
+        own = {pair.prompt for i in chain for pair in records[i].in_scope}
+
+        def fits(candidate: tuple[str | None, LabeledPrompt], group: str | None = first.group,
+                 subjects: list[str] = subjects, own: set[str] = own) -> bool:
+            owner, pair = candidate
+            return owner != group and pair.prompt not in own and not any(s in pair.prompt for s in subjects)
+
+        for pool in (hops, facts):
+            if not pool:
+                continue
+            begin = random.Random(f"mquake out of scope/{first.group}").randrange(len(pool))
+            chosen = next((pool[k % len(pool)][1] for k in range(begin, begin + len(pool))
+                           if fits(pool[k % len(pool)])), None)
+            if chosen is not None:
+                records[chain[0]] = replace(first, out_of_scope=(chosen,))
+                break
     return records
 
 
@@ -418,12 +479,12 @@ def read_references(path: str | Path) -> dict[str, tuple[str, ...]]:
     """Reference texts for consistency: a JSON object from a target (``"Paris"``) to texts about it
     (e.g. ROME's Wikipedia snippets of subjects that truly have that attribute). Keys compare case-insensitively."""
     path = Path(path)
-    if not path.exists():
-        raise _missing_file(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_data_text(path))
     except json.JSONDecodeError as err:
         raise EditDataError(str(path), "<file>", "<json>", f"invalid JSON: {err.msg}", err.lineno) from None
+    except RecursionError:
+        raise EditDataError(str(path), "<file>", "<json>", _TOO_DEEP) from None
     if not isinstance(data, dict):
         raise EditDataError(str(path), "<file>", "<json>", "expected an object from targets to lists of texts")
     references = {}
@@ -470,14 +531,17 @@ def detect_format(path: str | Path) -> str:
         return "prompt_target"
     if {"prompt", "target_new"} <= keys <= _LIT_EDIT_KEYS and isinstance(first["prompt"], str):  # type: ignore[index]
         return "lit_edit"
-    seen = "no records" if first is None else f"first record keys {sorted(keys)}" if keys else f"first record {first!r}"
-    raise ValueError(f"{path}: cannot tell the edit data format ({seen}); "
-                     f"pass format= one of {sorted(READERS)}")
+    if first is None:
+        raise EditDataError(str(path), None, None, "holds no records (an empty array or file)")
+    seen = f"first record keys {sorted(keys)}" if keys else f"first record {first!r}"
+    raise EditDataError(str(path), None, None, f"cannot tell the edit data format ({seen}); "
+                        f"pass format= (--data.format) one of {sorted(READERS)}")
 
 
 def load_edit_records(path: str | Path, format: str = "auto", *, skip_invalid: bool = False) -> list[EditRecord]:
     """Read any supported file; ``format="auto"`` sniffs it with :func:`detect_format`."""
+    if format != "auto" and format not in READERS:
+        raise ConfigurationError(f"unknown edit data format {format!r} (--data.format); "
+                                 f"expected 'auto' or one of {sorted(READERS)}")
     name = detect_format(path) if format == "auto" else format
-    if name not in READERS:
-        raise ValueError(f"unknown edit data format {format!r}; expected 'auto' or one of {sorted(READERS)}")
     return READERS[name](path, skip_invalid=skip_invalid)

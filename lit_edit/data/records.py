@@ -9,17 +9,31 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lit_edit.errors import UserInputError
 
-class EditDataError(ValueError):
-    """A malformed edit record. The message names the file, the record (and line) and the field."""
 
-    def __init__(self, source: str, record: int | str, field_name: str, problem: str, line: int | None = None) -> None:
-        where = f"record {record}" + (f" (line {line})" if line is not None else "")
-        super().__init__(f"{source}: {where}: field '{field_name}': {problem}")
+class EditDataError(UserInputError, ValueError):
+    """A malformed edit record or data file. The message names the file, the record (and line) and the field;
+    a problem with the whole file (bad bytes, no records) has ``record`` and ``field_name`` None."""
+
+    def __init__(self, source: str, record: int | str | None, field_name: str | None, problem: str,
+                 line: int | None = None) -> None:
+        parts = [source]
+        if record is not None:
+            parts.append(f"record {record}" + (f" (line {line})" if line is not None else ""))
+        elif line is not None:
+            parts.append(f"line {line}")
+        if field_name is not None:
+            parts.append(f"field '{field_name}'")
+        super().__init__(": ".join([*parts, problem]))
         self.source = source
         self.record = record
         self.line = line
         self.field_name = field_name
+
+
+class DataFileNotFoundError(UserInputError, FileNotFoundError):
+    """A data path that names no file (a FileNotFoundError too, for callers that catch that)."""
 
 
 @dataclass(frozen=True)
@@ -124,3 +138,15 @@ def record_from_dict(data: dict[str, Any], source: str = "<dict>", index: int | 
         group=text("group", required=False),
         references=texts("references"),
     )
+
+
+def chained_groups(records: list[EditRecord]) -> list[list[int]]:
+    """Indices of ``records`` in runs of one chained edit (consecutive records sharing a ``group``); a record
+    without a group is a run of its own."""
+    groups: list[list[int]] = []
+    for index, record in enumerate(records):
+        if groups and record.group is not None and records[groups[-1][0]].group == record.group:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups

@@ -3,7 +3,9 @@
 ROME and MEMIT spread an edit's change along C⁻¹k*, the direction that disturbs the other stored keys least.
 C is estimated once from text (a corpus file, or by default text the model samples itself), streamed with a
 progress bar, saved every few batches so an interrupted estimate resumes where it stopped, and cached under
-``checkpoints/key_statistics/`` for every later edit of the same model and layer.
+``checkpoints/key_statistics/`` for every later edit of the same model and layer. A cache file holds only tensors
+and plain values and is read with ``weights_only=True`` (users carry caches between machines: a planted file must
+not run code); one that cannot be read so is recomputed, with a warning naming it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_edit.errors import UserInputError
 from lit_edit.model_layout import ModelLayout
 from lit_edit.models import checkpoints_dir
 from lit_edit.partial_forward import stopping_after
+from lit_edit.safe_files import load_tensors_file
 
-#: Saved with every cache file; a file written by another version is recomputed, not misread.
-FORMAT_VERSION = 1
+#: Saved with every cache file; a file written by another version is recomputed, not misread. Version 2 stores
+#: a moment's sum and count as a tensor and an int (version 1 pickled a ``KeyMoment`` object, which a
+#: ``weights_only`` load refuses).
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -68,11 +74,31 @@ class KeyMoment:
         return hashlib.sha256(self.sum.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
+def _sampled_parameters(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """Every eighth parameter (by order): the weights a model's fingerprints read."""
+    named = list(model.named_parameters())
+    return named[:: max(1, len(named) // 8)]
+
+
 def model_fingerprint(model: PreTrainedModel) -> str:
-    """A short hash of the config and of a few weights: different models or fine-tunes never share a cache."""
+    """A short hash of the config and of a few weights: different models or fine-tunes never share a cache.
+
+    The config includes where the model was read from (``_name_or_path``), the transformers version and the
+    dtype, so the same weights read from another directory get another hash (and cache)."""
     digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    for parameter in list(model.parameters())[:: max(1, len(list(model.parameters())) // 8)]:
+    for _, parameter in _sampled_parameters(model):
         digest.update(parameter.detach().float().cpu().flatten()[:4096].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_weights_fingerprint(model: nn.Module) -> str:
+    """A short hash of every parameter's name and shape and of :func:`model_fingerprint`'s sampled weights
+    rounded to bfloat16: what an editor checkpoint compares its base model by. Unlike :func:`model_fingerprint`
+    it does not change with the directory the model was read from, the transformers version, or whether the
+    weights were loaded (or cast by DeepSpeed) in float32 or bfloat16."""
+    digest = hashlib.sha256(json.dumps([(name, list(p.shape)) for name, p in model.named_parameters()]).encode())
+    for _, parameter in _sampled_parameters(model):
+        digest.update(parameter.detach().flatten()[:4096].to(torch.bfloat16).float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -154,15 +180,12 @@ def estimate_key_moments(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     spec = spec or KeyStatisticsSpec()
     names = {layer: layout.mlp_out_name(layer) for layer in layers}
     paths = {layer: cache_path(model, names[layer], spec, root) for layer in layers}
-    result: dict[int, Tensor] = {}
-    for layer, path in paths.items():
-        saved = _load(path)
-        if saved is not None and saved["done"]:
-            result[layer] = saved["moment"].second_moment()
+    saved = {layer: _load(path, _width(layout, layer)) for layer, path in paths.items()}
+    result = {layer: found["moment"].second_moment() for layer, found in saved.items() if found and found["done"]}
     missing = [layer for layer in layers if layer not in result]
     if not missing:
         return result
-    partials = {layer: _load(paths[layer]) for layer in missing}
+    partials = {layer: saved[layer] for layer in missing}
     points = {p["next_batch"] if p else 0 for p in partials.values()}
     start = points.pop() if len(points) == 1 else 0  # the layers are estimated together: resume only in step
     moments = {layer: partials[layer]["moment"] if start else KeyMoment(_zeros(layout, layer)) for layer in missing}
@@ -180,31 +203,51 @@ def estimate_key_moments(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
         done = index + 1 == stream.batches()
         if done or (index + 1 - start) % spec.save_every == 0:
             for layer in missing:
-                atomic_save({"version": FORMAT_VERSION, "moment": moments[layer], "next_batch": index + 1,
-                              "done": done, "spec": asdict(spec)}, paths[layer])
+                atomic_save({"version": FORMAT_VERSION, "sum": moments[layer].sum, "count": moments[layer].count,
+                             "next_batch": index + 1, "done": done, "spec": asdict(spec)}, paths[layer])
     for layer in missing:
         result[layer] = moments[layer].second_moment()
     return result
 
 
-def _zeros(layout: ModelLayout, layer: int) -> Tensor:
+def _width(layout: ModelLayout, layer: int) -> int:
+    """The size of the keys the layer's MLP output projection reads."""
     module = layout.mlp_out(layer)
-    width = module.in_features if isinstance(module, nn.Linear) else module.weight.shape[0]
+    return int(module.in_features if isinstance(module, nn.Linear) else module.weight.shape[0])
+
+
+def _zeros(layout: ModelLayout, layer: int) -> Tensor:
+    width = _width(layout, layer)
     return torch.zeros(width, width, dtype=torch.float64)
 
 
-def _load(path: Path) -> dict | None:
+def read_moment_file(path: Path) -> dict:
+    """A cache file's contents, its sums as a :class:`KeyMoment` under ``"moment"``; raises
+    :class:`~lit_edit.errors.UserInputError` naming the file if it is unsafe, unreadable or of another format."""
+    saved = load_tensors_file(path, "key statistics cache file")
+    if not isinstance(saved, dict) or saved.get("version") != FORMAT_VERSION:
+        version = saved.get("version") if isinstance(saved, dict) else None
+        raise UserInputError(f"{path}: a key statistics cache of format {version}, not {FORMAT_VERSION}")
+    if not isinstance(saved.get("sum"), Tensor) or not isinstance(saved.get("count"), int) \
+            or not isinstance(saved.get("next_batch"), int) or not isinstance(saved.get("done"), bool):
+        raise UserInputError(f"{path}: a key statistics cache without its sum, count and progress (a damaged file)")
+    return {**saved, "moment": KeyMoment(saved["sum"].double(), saved["count"])}
+
+
+def _load(path: Path, width: int) -> dict | None:
+    """:func:`read_moment_file` of a layer with keys of ``width``, or ``None`` (with a warning naming the file)
+    where the cache cannot be trusted."""
     if not path.exists():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say so, then recompute
-        warnings.warn(f"key statistics cache {path} is unreadable ({error}); recomputing it", stacklevel=2)
+        saved = read_moment_file(path)
+        if tuple(saved["sum"].shape) != (width, width):
+            raise UserInputError(f"{path}: sums of shape {tuple(saved['sum'].shape)}, not ({width}, {width})")
+        return saved
+    except UserInputError as error:  # a truncated, foreign, old-format or code-running file: say so, then recompute
+        warnings.warn(f"key statistics cache {path} is unreadable here ({error}); recomputing it (files written before "
+                      f"format {FORMAT_VERSION} held a pickled object and are recomputed once)", stacklevel=2)
         return None
-    if not isinstance(saved, dict) or saved.get("version") != FORMAT_VERSION:
-        warnings.warn(f"key statistics cache {path} has another format; recomputing it", stacklevel=2)
-        return None
-    return saved
 
 
 def well_conditioned(moment: Tensor, max_condition: float = 1.0e6, name: str = "C") -> Tensor:

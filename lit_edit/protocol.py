@@ -32,6 +32,7 @@ from lit_edit.editors.edited_model import EditedModel
 from lit_edit.editors.memory import EditMemory
 from lit_edit.editors.routed import RoutedModel
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention
+from lit_edit.safe_files import load_tensors_file
 
 #: Records per forward pass when the whole history of a sequential run is measured again.
 MEASURE_CHUNK = 8
@@ -319,7 +320,7 @@ class SequentialEditing:
         path = self._state_path(key)
         if path is None or not path.exists():
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_tensors_file(path, "sequential editing state")
         missing = [case for case in saved["cases"] if case not in self.records_by_id]
         if missing:
             raise ValueError(f"{path} holds edits {missing[:5]} that this run's data does not have; "

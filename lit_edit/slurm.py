@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lit_edit.errors import UserInputError
 from lit_edit.preemption import signal_named
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
@@ -30,7 +31,7 @@ JOB_CONFIG = "job_config.yaml"
 JOB_SCRIPT = "job.sbatch"
 
 
-class SlurmError(ValueError):
+class SlurmError(UserInputError, ValueError):
     """A SLURM request that cannot be submitted as asked; nothing was written or submitted."""
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from lit_edit.key_statistics import KeyStatisticsSpec, cache_path, estimate_key_moments
+from lit_edit.key_statistics import KeyStatisticsSpec, cache_path, estimate_key_moments, read_moment_file
 from lit_edit.model_layout import ModelLayout
 from lit_edit.models import ModelSpec, load_model, load_tokenizer
 
@@ -46,6 +44,6 @@ def main(args: argparse.Namespace) -> list[str]:
     estimate_key_moments(model, tokenizer, layout, sorted(set(args.layers)), statistics)
     paths = [cache_path(model, layout.mlp_out_name(layer), statistics) for layer in sorted(set(args.layers))]
     for path in paths:
-        moment = torch.load(path, map_location="cpu", weights_only=False)["moment"]
+        moment = read_moment_file(path)["moment"]  # weights_only: a planted cache file runs nothing
         print(f"{path}  keys={moment.count}  sum-sha256={moment.digest()}")
     return [str(path) for path in paths]

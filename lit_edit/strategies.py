@@ -6,12 +6,15 @@ lifts that restriction for the CPU accelerator only, so CPU-only users and CI ru
 code path; with a CUDA accelerator every method falls through to Lightning's.
 
 It also refuses, before anything is set up, ZeRO stage 3 for an editor that cannot have its parameters
-partitioned (see :attr:`lit_edit.editors.base.Editor.supports_zero3`).
+partitioned (see :attr:`lit_edit.editors.base.Editor.supports_zero3`), and, before DeepSpeed's loader (which
+unpickles with ``weights_only=False``) resumes from a checkpoint directory, any directory holding a pickle that a
+``weights_only=True`` load refuses (:func:`lit_edit.safe_files.verify_pickles_in`).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +26,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeedStrategy
 
 from lit_edit.data.batch import EditBatch
+from lit_edit.errors import UserInputError
+from lit_edit.safe_files import verify_pickles_in
 
 
 class EditorDeepSpeedPrecision(DeepSpeedPrecision):
@@ -44,7 +49,7 @@ class EditorDeepSpeedPrecision(DeepSpeedPrecision):
         super().backward(tensor, model, optimizer, *args, **kwargs)
 
 
-class ZeroStageError(ValueError):
+class ZeroStageError(UserInputError, ValueError):
     """The requested ZeRO stage cannot train this editor."""
 
 
@@ -107,6 +112,13 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
         base = getattr(self.lightning_module, "model", None)
         if half is not None and isinstance(base, torch.nn.Module):
             base.to(half)
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Resume from a DeepSpeed checkpoint directory only once every pickle in it loads as plain data; a single
+        ``.ckpt`` file (``load_full_weights``) is read with ``weights_only=True``."""
+        if Path(checkpoint_path).is_dir():
+            verify_pickles_in(checkpoint_path)
+        return super().load_checkpoint(checkpoint_path, weights_only=True)
 
     def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> Any:
         if self.on_cpu and (self.config or {}).get("zero_optimization", {}).get("offload_optimizer"):

@@ -18,11 +18,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lit_edit.errors import UserInputError
+from lit_edit.safe_files import load_tensors_file
+
 Metric = Literal["cosine", "l2"]
 FORMAT_VERSION = 1
 
 
-class MemoryFileError(ValueError):
+class MemoryFileError(UserInputError, ValueError):
     """An edit memory file that cannot be read; the message names the file."""
 
 
@@ -121,14 +124,9 @@ class EditMemory:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> EditMemory:
         """Read a file written by :meth:`save`; a missing, corrupt or inconsistent one raises
-        :class:`MemoryFileError` naming it."""
+        :class:`MemoryFileError` naming it, one that would run code :class:`~lit_edit.errors.UnsafeFileError`."""
         path = Path(path)
-        if not path.is_file():
-            raise MemoryFileError(f"{path}: no edit memory file there")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise MemoryFileError(f"{path}: not a readable edit memory file ({type(error).__name__}: {error})") from None
+        state = load_tensors_file(path, "edit memory file", unreadable=MemoryFileError)
         if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
             raise MemoryFileError(f"{path}: not an edit memory file of format {FORMAT_VERSION}")
         keys, rows = state.get("keys"), state.get("descriptors")

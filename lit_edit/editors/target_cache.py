@@ -5,8 +5,9 @@ only on the model, the searched module, the search settings, the context prefixe
 that writes facts one at a time leaves behind the targets a later edit of 1,000 facts at once needs, and an edit of
 thousands of facts that is interrupted resumes at the facts it had not reached (MEMIT's released code keeps z* per
 case for the same reason). Files live under
-``checkpoints/targets/<model hash>/<module>/<settings hash>/<fact hash>.pt``; a file from another format or an
-unreadable one is recomputed with a warning, never misread.
+``checkpoints/targets/<model hash>/<module>/<settings hash>/<fact hash>.pt``; a file from another format, an
+unreadable one or one that would run code when loaded (every file is read with ``weights_only=True``) is
+recomputed with a warning, never misread.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
 from lit_edit.editors.key_value import FactRequest, TargetOptimisation
+from lit_edit.errors import CheckpointError, UserInputError
 from lit_edit.key_statistics import atomic_save, json_digest, model_fingerprint
 from lit_edit.models import checkpoints_dir
+from lit_edit.safe_files import load_tensors_file
 
 #: Part of every settings hash: a change to how targets are searched for must bump it, so old files are not reused.
 FORMAT_VERSION = 1
@@ -52,10 +54,10 @@ class TargetCache:
         saved = None
         if path.exists():
             try:
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # a truncated or foreign file: say so, then search again
+                saved = load_tensors_file(path, "target cache file")
+            except UserInputError as error:  # a truncated, foreign or code-running file: say so, then search again
                 warnings.warn(f"target cache {path} is unreadable ({error}); searching again", stacklevel=2)
-            if saved is not None and (saved.get("version") != FORMAT_VERSION or saved.get("request") != asdict(request)):
+            if saved is not None and not _is_target_file(saved, asdict(request)):
                 warnings.warn(f"target cache {path} holds another fact or format; searching again", stacklevel=2)
                 saved = None
         if saved is None:
@@ -68,6 +70,12 @@ class TargetCache:
         # A clone: the value is a row of its batch's tensor, and saving a view would write the whole batch's storage.
         atomic_save({"version": FORMAT_VERSION, "request": asdict(request),
                      "value": value.detach().float().cpu().clone()}, self.path(request))
+
+
+def _is_target_file(saved: object, request: dict | None = None) -> bool:
+    """Whether ``saved`` is a target file of this format (for ``request``, when given)."""
+    return (isinstance(saved, dict) and saved.get("version") == FORMAT_VERSION
+            and isinstance(saved.get("value"), Tensor) and (request is None or saved.get("request") == request))
 
 
 #: Version of the single-file archive that :func:`export_targets` writes.
@@ -83,7 +91,14 @@ def export_targets(archive: Path, root: Path | None = None) -> int:
     root = root or default_root()
     entries = {}
     for path in sorted(root.rglob("*.pt")):
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            saved = load_tensors_file(path, "target cache file")
+        except UserInputError as error:  # as a lookup would: never exported, searched again where it is needed
+            warnings.warn(f"target cache {path} is left out of the archive ({error})", stacklevel=2)
+            continue
+        if not _is_target_file(saved):
+            warnings.warn(f"target cache {path} is left out of the archive (another format)", stacklevel=2)
+            continue
         entries[path.relative_to(root).as_posix()] = {**saved, "value": saved["value"].clone()}  # its own storage
     atomic_save({"version": ARCHIVE_VERSION, "entries": entries}, Path(archive))
     return len(entries)
@@ -93,13 +108,16 @@ def import_targets(archive: Path, root: Path | None = None) -> int:
     """Writes an :func:`export_targets` archive's files under ``root``, leaving files already there as they are;
     returns how many it wrote. A foreign archive, or one whose paths would leave ``root``, is refused whole."""
     root = root or default_root()
-    saved = torch.load(archive, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or saved.get("version") != ARCHIVE_VERSION:
-        raise ValueError(f"{archive}: not a target archive of version {ARCHIVE_VERSION} (lit-edit targets export)")
-    for relative in saved["entries"]:
-        parts = Path(relative).parts
-        if Path(relative).is_absolute() or ".." in parts or len(parts) != 4 or not relative.endswith(".pt"):
-            raise ValueError(f"{archive}: entry {relative!r} is not <model>/<module>/<settings>/<fact>.pt")
+    saved = load_tensors_file(archive, "target archive (lit-edit targets export)")
+    if not isinstance(saved, dict) or saved.get("version") != ARCHIVE_VERSION or not isinstance(saved.get("entries"), dict):
+        raise CheckpointError(f"{archive}: not a target archive of version {ARCHIVE_VERSION} (lit-edit targets export)")
+    for relative, content in saved["entries"].items():
+        parts = Path(str(relative)).parts
+        if not isinstance(relative, str) or Path(relative).is_absolute() or ".." in parts or len(parts) != 4 \
+                or not relative.endswith(".pt"):
+            raise CheckpointError(f"{archive}: entry {relative!r} is not <model>/<module>/<settings>/<fact>.pt")
+        if not _is_target_file(content):
+            raise CheckpointError(f"{archive}: entry {relative!r} is not a target file of format {FORMAT_VERSION}")
     written = 0
     for relative, content in saved["entries"].items():
         path = root / relative

@@ -80,7 +80,8 @@ def test_ft_edit_on_gpt2_keeps_out_of_scope_predictions(knowing_gpt2):
 
 
 def test_failed_edit_raises_and_leaves_model_bit_identical(tiny_models):
-    editor = FineTune(tiny_models["gpt2"], steps=3, lr=float("inf"))
+    editor = FineTune(tiny_models["gpt2"], steps=3)
+    editor.lr = float("inf")  # refused as a setting (tests/test_reliability_contract.py): forced here
     batch = editor.prompts.batch([RECORD])
     before = snapshot(editor.model)
     with pytest.raises(EditFailedError):
@@ -235,7 +236,9 @@ def test_enn_test_time_edit_is_plain_steps_and_leaves_everything_unchanged(tiny_
 
 
 def test_enn_diverging_inner_loop_fails_cleanly(tiny_models):
-    editor = ENN(tiny_models["gpt2"], inner_steps=2, inner_lr=float("inf")).eval()
+    editor = ENN(tiny_models["gpt2"], inner_steps=2).eval()
+    with torch.no_grad():  # an infinite rate is refused as a setting: forced here
+        editor.inner_lrs[0].fill_(float("inf"))
     before = snapshot(editor.model)
     with pytest.raises(EditFailedError), torch.enable_grad():
         editor.edit(editor.prompts.batch([RECORD]))

@@ -23,6 +23,7 @@ from lit_edit.editors import KE, EditFailedError
 from lit_edit.editors.base import read_editor_state
 from lit_edit.editors.edited_model import aligned_logits, nll_loss
 from lit_edit.editors.ke import greedy_answer, split_edit
+from lit_edit.errors import ConfigurationError
 from lit_edit.metrics import edit_success
 
 OTHER = EditRecord(case_id="1", prompt="where does s3 live ? in", target_new="h6 h7", subject="s3",
@@ -96,7 +97,8 @@ def test_the_condition_changes_the_update(tiny_models):
 
 
 def test_non_finite_edit_raises_and_leaves_model_unchanged(tiny_models):
-    editor = KE(tiny_models["gpt2"], max_scale=float("inf"), condition_dim=16, hidden_dim=8, lstm_dim=8).eval()
+    editor = KE(tiny_models["gpt2"], condition_dim=16, hidden_dim=8, lstm_dim=8).eval()
+    editor.max_scale = float("inf")  # refused as a setting: forced here
     before = snapshot(editor.model)
     with pytest.raises(EditFailedError, match="non-finite"):
         editor.edit(editor.prompts.batch([RECORD]))
@@ -104,9 +106,9 @@ def test_non_finite_edit_raises_and_leaves_model_unchanged(tiny_models):
 
 
 def test_ke_refuses_bad_settings(tiny_models):
-    with pytest.raises(ValueError, match="max_scale must be positive"):
+    with pytest.raises(ConfigurationError, match=r"KE.max_scale must be a finite number > 0, got 0.0"):
         KE(tiny_models["gpt2"], max_scale=0.0)
-    with pytest.raises(ValueError, match="linear weights only"):
+    with pytest.raises(ConfigurationError, match="linear weights only"):
         KE(replace(tiny_models["gpt2"], editable=["transformer.h.1.ln_2.weight"]))
 
 

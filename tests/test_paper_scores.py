@@ -12,6 +12,7 @@ from conftest import RELATIONS, SUBJECTS, synthetic_records, true_object
 from test_protocol import evaluate
 
 from lit_edit.data.records import EditDataError, EditRecord, LabeledPrompt
+from lit_edit.editors import EditedModel, FineTune
 from lit_edit.paper_scores import (
     Consistency,
     Fluency,
@@ -81,10 +82,12 @@ def with_counterfact_neighbours(record: EditRecord) -> EditRecord:
                                               *(LabeledPrompt(template.format(s), record.target_true) for s in same)))
 
 
-def test_an_edit_wins_efficacy_while_unedited_neighbours_keep_their_object(knowing_gpt2, tmp_path):
+def test_an_edit_wins_efficacy_while_unedited_neighbours_keep_their_object(knowing_gpt2, tmp_path, monkeypatch):
     records = [with_counterfact_neighbours(r) for r in synthetic_records()[:4]]
     assert all(len(r.hard_out_of_scope) > 2 for r in records)
-    unedited, _ = evaluate(knowing_gpt2, records, tmp_path / "unedited" / "r.json", steps=0)
+    with monkeypatch.context() as patched:  # the same run with an edit that changes nothing
+        patched.setattr(FineTune, "edit", lambda self, batch: EditedModel(self.model, self.kind, {}))
+        unedited, _ = evaluate(knowing_gpt2, records, tmp_path / "unedited" / "r.json")
     assert unedited[0]["metrics"]["efficacy"] == 0.0  # the model knows the true objects ...
     assert unedited[0]["metrics"]["neighbourhood_score"] == 1.0  # ... its neighbours' too
     results, _ = evaluate(knowing_gpt2, records, tmp_path / "edited" / "r.json")

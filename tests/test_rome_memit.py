@@ -4,13 +4,17 @@ at the last token, not at the subject, so there is nothing there for a subject-k
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 import torch
+import yaml
 from conftest import synthetic_records
 
 import lit_edit.editors.key_value as key_value
+from lit_edit.cli import evaluate_main
+from lit_edit.data.readers import write_edit_records
 from lit_edit.data.records import EditRecord
 from lit_edit.editors import MEMIT, ROME, EditFailedError
 from lit_edit.editors.key_value import (
@@ -81,6 +85,42 @@ def test_rome_refuses_a_prompt_without_its_subject(knowing_gpt2):
                             out_of_scope=synthetic_records()[5].out_of_scope)
     with pytest.raises(ValueError, match="has no subject"):
         editor.edit(editor.prompts.batch([no_subject]))
+    # Each is a refused edit, which an evaluation records as failed (and a ValueError, as before).
+    assert issubclass(SubjectNotFoundError, EditFailedError) and issubclass(SubjectNotFoundError, ValueError)
+    with pytest.raises(EditFailedError, match="has no subject"):
+        editor.edit(editor.prompts.batch([no_subject]))
+    long_prompt = replace(synthetic_records()[3], prompt=" ".join(["alpha"] * 20) + " the home of s3 is")
+    long_target = replace(synthetic_records()[3], target_new=" ".join(["h1"] * 16))
+    batches = [editor.prompts.batch([record]) for record in (long_prompt, long_target)]  # built by a longer limit
+    editor.prompts.max_length = 16
+    with pytest.raises(EditFailedError, match="more than max_length 16"):
+        editor.edit(batches[0])
+    with pytest.raises(EditFailedError, match="16 tokens"):
+        editor.edit(batches[1])
+
+
+def test_an_evaluation_records_a_record_whose_subject_is_not_in_its_prompt_as_failed_and_goes_on(
+        tiny_models, tmp_path, capsys):
+    """Issue 21, item 7: the record used to abort evaluate.py with a traceback, and its rerun crashed on it again."""
+    records = synthetic_records()[:3]
+    records[1] = replace(records[1], subject="s39")  # "the home of s1 is"
+    data = write_edit_records(records, tmp_path / "edits.json")
+    spec = tiny_models["gpt2"]
+    rome_settings = {"model": {"name": spec.name, "editable": spec.editable}, "layer": 0,
+                     "statistics": {"samples": 16, "tokens": 8, "batch_size": 16},
+                     "prefixes": {"lengths": [3], "per_length": 1}, "target": {"steps": 2}}
+    config = {"model": {"output": str(tmp_path / "r.json"),
+                        "editors": {"rome": {"class_path": "lit_edit.editors.ROME", "init_args": rome_settings}}},
+              "data": {"test": str(data)},
+              "trainer": {"accelerator": "cpu", "logger": False, "enable_progress_bar": False, "inference_mode": False,
+                          "enable_model_summary": False, "callbacks": []}}
+    (tmp_path / "evaluate.yaml").write_text(yaml.safe_dump(config))
+    for _ in range(2):  # the rerun resumes from the log: the failure is recorded, not met again
+        evaluate_main(["--config", str(tmp_path / "evaluate.yaml")], default_config=None)
+        (result,) = json.loads((tmp_path / "r.json").read_text())
+        assert (result["edits"], result["failed_edits"]) == (2, 1)
+        (failure,) = result["failures"]
+        assert failure["cases"] == ["1"] and failure["reason"].startswith("SubjectNotFoundError: subject 's39'")
 
 
 def test_nan_in_the_value_search_refuses_the_edit_and_leaves_the_model(knowing_gpt2, monkeypatch):

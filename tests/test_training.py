@@ -50,7 +50,9 @@ def test_meta_trained_enn_beats_its_untrained_start(knowing_gpt2, synthetic_spli
 
 def test_enn_skips_and_counts_diverging_steps_and_goes_on(knowing_gpt2, synthetic_splits):
     data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=knowing_gpt2, edits_per_batch=4)
-    editor = ENN(knowing_gpt2, inner_steps=2, inner_lr=float("inf"))
+    editor = ENN(knowing_gpt2, inner_steps=2)
+    with torch.no_grad():  # a rate that diverges (an infinite one is refused when the editor is built)
+        editor.inner_lrs[0].fill_(float("inf"))
     trainer = tiny_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0)
     trainer.fit(editor, datamodule=data)
     assert trainer.state.finished and editor.skipped_steps == 3

@@ -8,6 +8,7 @@ then score the in-scope and out-of-scope inputs before and after; trainable edit
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,22 +21,50 @@ from transformers import PreTrainedModel
 from lit_edit.activation_checkpointing import checkpoint_blocks
 from lit_edit.data.batch import SAME_RELATION, SAME_SUBJECT, UNRELATED, EditBatch, PromptTokenizer, TokenizedExamples
 from lit_edit.data.records import LabeledPrompt
-from lit_edit.editors.edited_model import EditedModel, aligned_logits
+from lit_edit.editors.edited_model import EditedModel, EditFailedError, aligned_logits, prediction_mask
+from lit_edit.editors.settings import require_at_least
+from lit_edit.errors import CheckpointError
+from lit_edit.key_statistics import model_fingerprint, model_weights_fingerprint
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
 from lit_edit.paper_scores import Consistency, Fluency, TargetPreference, TokenAccuracy, example_nll
+from lit_edit.safe_files import deepspeed_globals, load_tensors_file, use_safe_checkpoint_io, verify_pickles_in
+
+#: The key under which an editor's training checkpoint records what it was made for (:meth:`Editor.made_for`).
+MADE_FOR_KEY = "lit_edit_made_for"
 
 
 def read_editor_state(path: str | Path) -> dict[str, Tensor]:
     """An editor's weights from a training checkpoint: a Lightning ``.ckpt`` file, or the directory that the
     DeepSpeed strategy writes instead (its ZeRO shards are merged into full float32 tensors)."""
+    return read_editor_checkpoint(path)[0]
+
+
+def read_editor_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """(weights, what the checkpoint records it was made for, or ``None`` for one written before that was recorded).
+
+    Nothing in the file runs: a ``.ckpt`` is read with ``weights_only=True`` and a DeepSpeed directory only after
+    every pickle in it passed that check (:mod:`lit_edit.safe_files`); otherwise
+    :class:`~lit_edit.errors.UnsafeFileError` or :class:`~lit_edit.errors.CheckpointError` names the file.
+    """
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no editor checkpoint there (train the editor first: python train.py ...)")
     if not path.is_dir():
-        return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        saved = load_tensors_file(path, "editor checkpoint (a train.py .ckpt)")
+        if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
+            raise CheckpointError(f"{path}: not a training checkpoint (it has no state_dict)")
+        return saved["state_dict"], saved.get(MADE_FOR_KEY)
+    verify_pickles_in(path)
+    shards = sorted((path / "checkpoint").glob("*model_states.pt"))
+    if not shards:
+        raise CheckpointError(f"{path}: not a DeepSpeed checkpoint of train.py (no checkpoint/*model_states.pt)")
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
+    client_state = load_tensors_file(shards[0], "DeepSpeed checkpoint file", allow=deepspeed_globals(), mmap=True)
     state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="checkpoint")
-    return {key.removeprefix("_forward_module."): value for key, value in state.items()}
+    made_for = client_state.get(MADE_FOR_KEY) if isinstance(client_state, dict) else None
+    return {key.removeprefix("_forward_module."): value for key, value in state.items()}, made_for
 
 
 class EditScores(nn.Module):
@@ -94,6 +123,9 @@ class Editor(LightningModule):
     #: other values of these is still resumed (they are left out of the run's fingerprint, as the accelerator is).
     #: Gradient checkpointing recomputes the same activations, so it is one of them.
     unscored_hparams: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
+    #: Hyperparameters that set the shapes or meaning of a trainable editor's weights (MEND's rank): recorded in its
+    #: training checkpoints, and a checkpoint made with other values is refused (:meth:`load_editor`).
+    checkpoint_shape_hparams: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: ModelSpec | None = None, max_length: int = 128,
                  gradient_checkpointing: bool = False) -> None:
@@ -105,6 +137,7 @@ class Editor(LightningModule):
                 them (less memory, one more forward); correct through second-order inner loops. It applies to the
                 base model instance, which editors of the same spec in one process share.
         """
+        require_at_least(type(self).__name__, "max_length", max_length, 2)  # before the model loads: fails cheaply
         super().__init__()
         self.model_spec = model or ModelSpec()
         # The frozen base model is deliberately not a registered submodule: it is never trained nor checkpointed
@@ -112,7 +145,7 @@ class Editor(LightningModule):
         # its weights functionally). `_apply` still moves and casts it with the editor.
         self.__dict__["_base_model"] = load_model(self.model_spec)
         self.tokenizer = load_tokenizer(self.model_spec)
-        self.prompts = PromptTokenizer(self.tokenizer, self.model_spec.kind, max_length)
+        self.prompts = PromptTokenizer.for_model(self.tokenizer, self.model_spec.kind, max_length, self.model)
         self.editable_names = list(editable_parameters(self.model, self.model_spec.editable))
         if gradient_checkpointing:
             checkpoint_blocks(self.model)
@@ -133,6 +166,32 @@ class Editor(LightningModule):
     def edit(self, batch: EditBatch) -> EditedModel:
         """Return the model edited by ``batch.edit``; the base model itself is never modified."""
         raise NotImplementedError
+
+    def checked_edit(self, batch: EditBatch) -> EditedModel:
+        """:meth:`edit`, refused (:class:`EditFailedError`) when the edited model's logits on the edit prompts are not
+        finite: weights can stay finite while the outputs overflow (FT at a huge learning rate), and such an edit
+        must count as failed, not be scored or saved. Every caller that makes an edit for use goes through here."""
+        with torch.inference_mode(False), torch.enable_grad():
+            edited = self.edit(batch)
+        self.refuse_non_finite_outputs(batch, edited)
+        return edited
+
+    def refuse_non_finite_outputs(self, batch: EditBatch, edited: EditedModel) -> None:
+        """Raise :class:`EditFailedError` if ``edited`` (weights or a memory-based model's routed logits alike)
+        predicts a non-finite logit at a real position of ``batch.edit``; an edit that changes nothing passes."""
+        if not edited.changes_outputs:
+            return
+        with torch.no_grad():
+            logits, _ = self.logits(batch.edit, edited)
+        self.refuse_non_finite_logits(logits, batch.edit)
+
+    def refuse_non_finite_logits(self, logits: Tensor, examples: TokenizedExamples) -> None:
+        """Raise :class:`EditFailedError` if ``logits`` (an edited model's on ``examples``) are non-finite at a real
+        position."""
+        real = prediction_mask(examples, self.kind).to(logits.device).bool()
+        if not torch.isfinite(logits[real]).all():
+            raise EditFailedError("the edited model's logits on the edit prompt are not finite; the model was left "
+                                  "unchanged")
 
     @property
     def name(self) -> str:
@@ -168,8 +227,72 @@ class Editor(LightningModule):
         return None
 
     def load_editor(self, path: str) -> None:
-        """Load the editor's own weights from a training checkpoint (which holds only those)."""
-        self.load_state_dict(read_editor_state(path))
+        """Load the editor's own weights from a training checkpoint (which holds only those), once what it records
+        it was made for (:meth:`made_for`) is this editor's; :class:`~lit_edit.errors.CheckpointError` names the
+        file and the difference. A checkpoint from before that was recorded loads with a warning."""
+        state, made_for = read_editor_checkpoint(path)
+        if made_for is not None and not isinstance(made_for, dict):
+            raise CheckpointError(f"{path}: its {MADE_FOR_KEY!r} entry is not a mapping (a damaged or foreign file)")
+        if made_for is None:
+            warnings.warn(f"{path} records neither the base model, the editable weights nor the {self.name} settings "
+                          "it was trained for (written before checkpoints did): loaded unchecked", stacklevel=2)
+        else:
+            self.check_made_for(made_for, path)
+        try:
+            self.load_state_dict(state)
+        except RuntimeError as error:
+            written_by = (made_for or {}).get("editor")
+            by = f" (it was written by {written_by})" if written_by and written_by != self.name else ""
+            detail = " ".join(str(error).split())
+            raise CheckpointError(f"{path}: its weights do not fit this {self.name}{by}: {detail}") from None
+
+    def made_for(self) -> dict[str, Any]:
+        """What this editor's checkpoints are for: the base model (its name, the key-statistics hash and a hash
+        that is the same wherever and in whichever float dtype it was loaded), the editable weights it edits and
+        its :attr:`checkpoint_shape_hparams`."""
+        memory = getattr(self, "memory_based", False)  # edits a memory, not weights: its editable names are unused
+        return {"editor": self.name,
+                "model": {"name": self.model_spec.name, "hash": model_fingerprint(self.model),
+                          "weights_hash": model_weights_fingerprint(self.model)},
+                "editable": None if memory else list(self.editable_names),
+                "shape": {name: self.hparams.get(name) for name in self.checkpoint_shape_hparams}}
+
+    def check_made_for(self, recorded: dict[str, Any], path: str | Path) -> None:
+        """Raise :class:`~lit_edit.errors.CheckpointError` where checkpoint ``path`` was made for another base model,
+        other editable weights or other :attr:`checkpoint_shape_hparams` than this editor's."""
+        here = self.made_for()
+        model, ours = recorded.get("model") if isinstance(recorded.get("model"), dict) else {}, here["model"]
+        if model.get("weights_hash") not in (None, ours["weights_hash"]):
+            raise CheckpointError(
+                f"{path} was trained for base model {model.get('name')!r} (hash {model.get('hash')}) but this "
+                f"{self.name} edits {ours['name']!r} (hash {ours['hash']}), which has other weights or another "
+                "architecture: set model.name (--model.init_args.model.name) to the model it was trained for, "
+                "or train for this one")
+        editable = recorded.get("editable")
+        if isinstance(editable, list) and here["editable"] is not None and editable != here["editable"]:
+            raise CheckpointError(
+                f"{path} was trained for editable {editable} but this {self.name} edits {here['editable']}: "
+                "set model.editable (--model.init_args.model.editable) to the patterns it was trained with, or "
+                "train for these")
+        shape = recorded.get("shape") if isinstance(recorded.get("shape"), dict) else {}
+        differ = [name for name in self.checkpoint_shape_hparams if name in shape and shape[name] != here["shape"][name]]
+        if differ:
+            trained = ", ".join(f"{name}={shape[name]!r}" for name in differ)
+            asked = ", ".join(f"{name}={here['shape'][name]!r}" for name in differ)
+            flags = ", ".join(f"--model.init_args.{name}" for name in differ)
+            raise CheckpointError(f"{path} was trained with {self.name} {trained} but this editor has {asked} "
+                                  f"({flags}): set them as trained, or train with these")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every training checkpoint records what it was made for (:meth:`made_for`), for :meth:`load_editor`."""
+        checkpoint[MADE_FOR_KEY] = self.made_for()
+
+    def setup(self, stage: str) -> None:
+        """A run resuming from ``ckpt_path`` reads its ``.ckpt`` with ``weights_only=True`` (and a DeepSpeed
+        directory only after :func:`~lit_edit.safe_files.verify_pickles_in`; see :mod:`lit_edit.strategies`)."""
+        super().setup(stage)
+        if self._trainer is not None:
+            use_safe_checkpoint_io(self.trainer.strategy)
 
     def validation_step(self, batch: EditBatch, batch_idx: int) -> None:
         self.score(batch, self.val_scores)
@@ -200,6 +323,9 @@ class Editor(LightningModule):
         if edited.changes_outputs:
             with torch.no_grad():
                 post_in, _ = self.logits(batch.in_scope, edited)
+                # As checked_edit, on the in-scope rows (the edit prompts and their paraphrases), which are needed
+                # anyway: an edit whose outputs are not finite has failed.
+                self.refuse_non_finite_logits(post_in, batch.in_scope)
                 post_out, _ = self.logits(batch.out_of_scope, edited)
         else:  # nothing was changed: the unedited logits are the answer
             post_in, post_out = pre_in, pre_out

@@ -15,8 +15,11 @@ from torch import Tensor
 
 from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edited_model import EditFailedError, EditRefusedError
 from lit_edit.editors.memory import EditDescriptor, EditMemory
 from lit_edit.editors.routed import NO_EDIT, RoutedModel, Router, Routing, prompt_positions
+from lit_edit.editors.settings import require_non_negative
+from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec
 
 #: How far above every other token a cached answer's token scores: its probability is 1 - V·e^-20.
@@ -39,11 +42,10 @@ class EditCache(Editor):
                 to be the cached edit's input.
             max_length: longest tokenized prompt.
         """
+        require_non_negative(type(self).__name__, "epsilon", epsilon)  # a distance
         super().__init__(model, max_length)
         if self.kind != "causal":
-            raise ValueError(f"EditCache answers causal LMs only, got kind {self.kind!r}")
-        if not epsilon >= 0:
-            raise ValueError(f"EditCache.epsilon must be a distance >= 0, got {epsilon}")
+            raise ConfigurationError(f"EditCache answers causal LMs only, got model.kind {self.kind!r}")
         self.save_hyperparameters()
         self.epsilon = epsilon
 
@@ -64,9 +66,12 @@ class EditCache(Editor):
     def memory_for(self, batch: EditBatch, memory: EditMemory | None = None) -> EditMemory:
         """The edits of ``batch`` added to ``memory`` (default: a new one); all or nothing."""
         if len(batch.records) != len(batch):
-            raise ValueError(f"the cache stores edit descriptors: the batch has {len(batch)} edits but "
-                             f"{len(batch.records)} records")
+            raise EditRefusedError(f"the cache stores edit descriptors: the batch has {len(batch)} edits but "
+                                   f"{len(batch.records)} records; the model was left unchanged")
         states, _ = self.prompt_states(batch.edit)
+        if not torch.isfinite(states).all():
+            raise EditFailedError("cache: the base model's hidden state of an edit prompt is not finite; nothing was "
+                                  "stored and the model was left unchanged")
         memory = memory if memory is not None else EditMemory(states.shape[1], "l2", states.device)
         memory.add([EditDescriptor(r.case_id, r.prompt, r.target_new) for r in batch.records], states)
         return memory

@@ -20,9 +20,10 @@ from torch import Tensor
 
 from lit_edit.data.batch import EditBatch, TokenizedExamples, select_out_of_scope
 from lit_edit.data.records import EditRecord
-from lit_edit.editors.edited_model import aligned_logits, locality_kl, nll_loss, prediction_mask
+from lit_edit.editors.edited_model import EditRefusedError, aligned_logits, locality_kl, nll_loss, prediction_mask
 from lit_edit.editors.memory import EditDescriptor
 from lit_edit.editors.prefix_cache import PrefixCache, continue_after_prefixes, read_prefixes
+from lit_edit.errors import ConfigurationError
 from lit_edit.metrics import edit_success
 from lit_edit.models import (
     ModelSpec,
@@ -81,7 +82,7 @@ class CounterfactualModel(LightningModule):
         self.spec = model or ModelSpec()
         self.base_spec = base or self.spec
         if self.spec.kind != "causal":
-            raise ValueError(f"the counterfactual model must be a causal LM, got kind {self.spec.kind!r}")
+            raise ConfigurationError(f"the counterfactual model must be a causal LM, got model.kind {self.spec.kind!r}")
         where, gguf_file = resolve_model_path(self.spec)
         self.lm = _load_pretrained(where, "causal", self.spec.torch_dtype, gguf_file, self.spec.attn_implementation)
         if trainable is not None:
@@ -92,7 +93,7 @@ class CounterfactualModel(LightningModule):
         self.lr, self.c_loc, self.template = lr, c_loc, template
         self.max_positions = context_length(self.lm.config)
         if prefix_cache_mb < 0:
-            raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
+            raise ConfigurationError(f"CounterfactualModel.prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
 
     @property
@@ -132,8 +133,9 @@ class CounterfactualModel(LightningModule):
         if self.max_positions is not None:
             room = self.max_positions - query_length
             if room < 1:
-                raise ValueError(f"a query of {query_length} tokens leaves no room for its edit in the counterfactual "
-                                 f"model's context of {self.max_positions} tokens; lower max_length")
+                raise EditRefusedError(f"a query of {query_length} tokens leaves no room for its edit in the "
+                                       f"counterfactual model's context of {self.max_positions} tokens; lower "
+                                       "max_length")
             ids = ids[-room:]
         return tuple(ids)
 

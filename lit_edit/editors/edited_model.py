@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 
 from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
 from lit_edit.editors.prefix_cache import StackedPrefixes
+from lit_edit.errors import UserInputError
 
 
 def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: str,
@@ -88,6 +89,12 @@ def prediction_mask(examples: TokenizedExamples, kind: str) -> Tensor:
 
 class EditFailedError(RuntimeError):
     """An edit could not be made (e.g. a non-finite update); the base model is unchanged."""
+
+
+class EditRefusedError(EditFailedError, UserInputError, ValueError):
+    """An edit its editor cannot make from what the record says (no subject, a subject not in the prompt, a prompt
+    too long): refused before anything changes and recorded as a failed edit like any other; where it is not caught
+    as one, the CLIs report it as the user's mistake (a :class:`~lit_edit.errors.UserInputError`, a ValueError)."""
 
 
 class EditedModel:

@@ -25,6 +25,7 @@ from lit_edit.editors.edited_model import (
     prediction_mask,
 )
 from lit_edit.editors.parameters import ParameterBank
+from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.metrics import edit_success
 from lit_edit.models import ModelSpec
 
@@ -33,6 +34,8 @@ class ENN(Editor):
     """Meta-trained editable weights plus learned inner learning rates; an edit is ``inner_steps`` SGD steps."""
 
     supports_zero3 = True
+    #: None: ENN's trained weights have the editable weights' shapes, which its checkpoints record anyway.
+    checkpoint_shape_hparams = ()
 
     def __init__(self, model: ModelSpec | None = None, inner_steps: int = 1, inner_lr: float = 1.0e-3,
                  first_order: bool = False, lr: float = 1.0e-5, lr_lr: float = 1.0e-4, c_edit: float = 1.0,
@@ -50,14 +53,18 @@ class ENN(Editor):
             checkpoint: a training checkpoint to start from (it holds only the meta-trained weights and rates).
             gradient_checkpointing: recompute the base model's block activations in backward (see ``Editor``).
         """
+        owner = type(self).__name__
+        require_at_least(owner, "inner_steps", inner_steps, 1)
+        for name, value in (("inner_lr", inner_lr), ("lr", lr), ("c_edit", c_edit)):
+            require_positive(owner, name, value)
+        for name, value in (("lr_lr", lr_lr), ("c_loc", c_loc), ("c_base", c_base)):
+            require_non_negative(owner, name, value)
         model = model or ModelSpec()
         if not first_order and model.attn_implementation is None:
             # The second-order inner loop differentiates through attention twice; fused SDPA kernels cannot.
             model = replace(model, attn_implementation="eager")
         super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
-        if inner_steps < 1:
-            raise ValueError(f"ENN needs at least one inner step, got inner_steps={inner_steps}")
         self.inner_steps, self.first_order = inner_steps, first_order
         self.lr, self.lr_lr = lr, lr_lr
         self.c_edit, self.c_loc, self.c_base = c_edit, c_loc, c_base

@@ -18,6 +18,7 @@ from lit_edit.editors.edited_model import (
     nll_loss,
     prediction_mask,
 )
+from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.models import ModelSpec
 
 #: Generic text for FT+KL's locality term: nothing about the facts being edited.
@@ -38,6 +39,10 @@ class FineTune(Editor):
 
     def __init__(self, model: ModelSpec | None = None, steps: int = 10, lr: float = 1.0e-3, kl_weight: float = 0.0,
                  locality_prompts: list[str] | None = None, max_length: int = 128) -> None:
+        owner = type(self).__name__
+        require_at_least(owner, "steps", steps, 1)
+        require_positive(owner, "lr", lr)
+        require_non_negative(owner, "kl_weight", kl_weight)
         super().__init__(model, max_length)
         self.save_hyperparameters()
         self.steps = steps

@@ -39,6 +39,8 @@ from lit_edit.editors.edited_model import (
 )
 from lit_edit.editors.mend import ActivationCapture
 from lit_edit.editors.objective import edit_and_locality_step
+from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
+from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec, owning_module
 
 
@@ -123,6 +125,8 @@ class KE(Editor):
     """Trained with L = c_edit * NLL(in-scope | edited) + c_loc * KL(pre || post on out-of-scope), as MEND."""
 
     supports_zero3 = True
+    #: Set the condition encoder's and the gate networks' shapes.
+    checkpoint_shape_hparams = ("lstm_dim", "condition_dim", "hidden_dim")
 
     def __init__(self, model: ModelSpec | None = None, max_scale: float = 0.1, lstm_dim: int = 256,
                  condition_dim: int = 1024, hidden_dim: int = 128, lr: float = 1.0e-3, c_edit: float = 1.0,
@@ -141,10 +145,14 @@ class KE(Editor):
             checkpoint: a training checkpoint to start from (it holds only the hypernetwork's weights).
             gradient_checkpointing: recompute the base model's block activations in backward (see ``Editor``).
         """
+        owner = type(self).__name__
+        for name, value in (("max_scale", max_scale), ("lr", lr), ("c_edit", c_edit)):
+            require_positive(owner, name, value)
+        require_non_negative(owner, "c_loc", c_loc)
+        for name, value in (("lstm_dim", lstm_dim), ("condition_dim", condition_dim), ("hidden_dim", hidden_dim)):
+            require_at_least(owner, name, value, 1)
         super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
-        if not max_scale > 0:
-            raise ValueError(f"KE: max_scale must be positive, got {max_scale}")
         self.max_scale, self.lr, self.c_edit, self.c_loc = max_scale, lr, c_edit, c_loc
         self.module_names = [name.rpartition(".")[0] for name in self.editable_names]
         self.transposed: dict[str, bool] = {}
@@ -152,7 +160,8 @@ class KE(Editor):
         for name, param in self.base_params().items():
             module = owning_module(self.model, name)
             if not isinstance(module, (nn.Linear, Conv1D)) or name.rpartition(".")[2] != "weight":
-                raise ValueError(f"KE edits linear weights only; {name} belongs to {type(module).__name__}")
+                raise ConfigurationError(f"KE edits linear weights only; {name} belongs to {type(module).__name__} "
+                                         "(model.editable names it)")
             self.transposed[name] = isinstance(module, Conv1D)  # GPT-2's Conv1D stores weight as [in, out]
             out_features, in_features = param.shape[::-1] if self.transposed[name] else param.shape
             gates[_module_key(name)] = GatedUpdate(out_features, in_features, condition_dim, hidden_dim)

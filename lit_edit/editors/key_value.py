@@ -23,8 +23,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_edit.data.batch import IGNORE_INDEX, PromptTokenizer, TokenizedExamples
 from lit_edit.data.records import EditRecord, LabeledPrompt
-from lit_edit.editors.edited_model import EditFailedError, aligned_logits
+from lit_edit.editors.edited_model import EditFailedError, EditRefusedError, aligned_logits
 from lit_edit.editors.prefix_cache import StackedPrefixes, read_stacked
+from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.paper_scores import example_nll
 from lit_edit.partial_forward import stopping_after
 from lit_edit.subject_tokens import subject_token_span
@@ -41,8 +42,8 @@ class FactRequest:
     @classmethod
     def from_record(cls, record: EditRecord) -> FactRequest:
         if not record.subject:
-            raise ValueError(f"edit {record.case_id} has no subject: ROME and MEMIT need to know which tokens of "
-                             f"{record.prompt!r} name the subject")
+            raise EditRefusedError(f"edit {record.case_id} has no subject: ROME and MEMIT need to know which tokens "
+                                   f"of {record.prompt!r} name the subject; the model was left unchanged")
         return cls(record.prompt, record.subject, record.target_new)
 
 
@@ -62,6 +63,15 @@ class TargetOptimisation:
     """‖δ‖ is kept within this multiple of ‖v₀‖."""
     stop_nll: float = 0.05
     """A fact's search stops once its mean target NLL (over its contexts) is below this."""
+
+    def validate(self, owner: str) -> None:
+        """Refuse settings out of range, naming them as ``owner``'s ``target`` (:mod:`lit_edit.editors.settings`)."""
+        require_at_least(owner, "target.steps", self.steps, 1)
+        require_positive(owner, "target.lr", self.lr)
+        require_non_negative(owner, "target.kl_weight", self.kl_weight)
+        require_non_negative(owner, "target.weight_decay", self.weight_decay)
+        require_positive(owner, "target.clamp_norm", self.clamp_norm)
+        require_non_negative(owner, "target.stop_nll", self.stop_nll)
 
 
 @dataclass
@@ -85,12 +95,16 @@ def fact_rows(prompts: PromptTokenizer, requests: Sequence[FactRequest], prefixe
     owners: list[int] = []
     unprefixed: list[int] = []
     for index, request in enumerate(requests):
+        try:
+            target_length = len(prompts.target_ids(request.target))
+        except ValueError as error:  # a target that tokenizes to nothing or leaves no room: this edit is refused
+            raise EditRefusedError(f"{error}; the model was left unchanged") from error
         for prefix in ("", *prefixes):
             text = f"{prefix} {request.prompt}" if prefix else request.prompt
-            length = len(prompts.prompt_ids(text)) + len(prompts.target_ids(request.target))
+            length = len(prompts.prompt_ids(text)) + target_length
             if length > prompts.max_length:
-                raise ValueError(f"prompt {text!r} with its target is {length} tokens, more than max_length "
-                                 f"{prompts.max_length}")
+                raise EditRefusedError(f"edit prompt {text!r} with its target is {length} tokens, more than "
+                                       f"max_length {prompts.max_length}; the model was left unchanged")
             if not prefix:
                 unprefixed.append(len(pairs))
             pairs.append(LabeledPrompt(text, request.target))

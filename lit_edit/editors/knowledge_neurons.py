@@ -26,6 +26,7 @@ from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditedModel, EditFailedError
 from lit_edit.editors.prefix_cache import read_stacked
+from lit_edit.editors.settings import require_at_least, require_between, require_layers, require_positive
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
 from lit_edit.models import ModelSpec
 from lit_edit.tracing import LayerSelection
@@ -162,23 +163,27 @@ class KnowledgeNeurons(Editor):
                 edit prompt.
             max_length: longest tokenized prompt.
         """
+        owner = type(self).__name__
+        if layers is not None:
+            require_layers(owner, "layers", layers)
+        require_at_least(owner, "steps", steps, 1)
+        require_at_least(owner, "batch_size", batch_size, 1)
+        require_between(owner, "threshold", threshold, 0.0, 1.0, low_open=True, high_open=True)
+        require_between(owner, "shared_fraction", shared_fraction, 0.0, 1.0, high_open=True)
+        if max_neurons is not None:
+            require_at_least(owner, "max_neurons", max_neurons, 1)
+        require_positive(owner, "edit_scale", edit_scale)
+        require_at_least(owner, "exclusion_prompts", exclusion_prompts, 0)
         super().__init__(model, max_length)
         self.save_hyperparameters()
         self.layout = ModelLayout(self.model, layout)
         self.layer_selection = layer_selection
         self._layers = list(range(self.layout.num_layers)) if layers is None else list(layers)
-        bad = [layer for layer in self._layers if not 0 <= layer < self.layout.num_layers]
-        if bad or not self._layers:
-            raise ValueError(f"KnowledgeNeurons.layers must name layers in [0, {self.layout.num_layers}), got {layers}")
-        if not 0 < threshold < 1 or not 0 <= shared_fraction < 1:
-            raise ValueError(f"threshold must be in (0, 1) and shared_fraction in [0, 1), got {threshold}, "
-                             f"{shared_fraction}")
+        require_layers(owner, "layers", self._layers, self.layout.num_layers)
         self.steps, self.batch_size = steps, batch_size
         self.threshold, self.shared_fraction, self.max_neurons = threshold, shared_fraction, max_neurons
         self.edit_scale = edit_scale
         self.use_paraphrases = use_paraphrases
-        if exclusion_prompts < 0:
-            raise ValueError(f"exclusion_prompts must be >= 0, got {exclusion_prompts}")
         self.exclusion_prompts = exclusion_prompts
         self.found: list[FoundNeurons] = []  # the last edit's neurons, for inspection
 

@@ -24,6 +24,7 @@ from lit_edit.editors.key_value import (
     run_until,
 )
 from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
+from lit_edit.editors.settings import require_at_least, require_positive
 from lit_edit.key_statistics import KeyStatisticsSpec
 from lit_edit.model_layout import LayoutSpec, weight_orientation
 from lit_edit.models import ModelSpec
@@ -57,6 +58,9 @@ class MEMIT(LocatingEditor):
         """
         layers = sorted(layers if layers is not None else [3, 4, 5, 6, 7])
         prefixes = prefixes or ContextPrefixes(lengths=[10], per_length=5)
+        if moment_weight is not None:
+            require_positive(type(self).__name__, "moment_weight", moment_weight)
+        require_at_least(type(self).__name__, "facts_per_chunk", facts_per_chunk, 1)
         super().__init__(model, layers, layout, statistics, target, prefixes, max_condition, max_length,
                          layer_selection, cache_targets)
         self.save_hyperparameters()

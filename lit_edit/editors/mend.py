@@ -19,6 +19,8 @@ from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditedModel, aligned_logits, nll_loss
 from lit_edit.editors.objective import edit_and_locality_step
 from lit_edit.editors.parameters import ParameterBank
+from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
+from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec, owning_module
 
 
@@ -117,11 +119,20 @@ class MEND(Editor):
     """Trained with L = c_edit * NLL(in-scope | edited) + c_loc * KL(pre || post on out-of-scope)."""
 
     supports_zero3 = True
+    #: Set the editor networks' shapes: a checkpoint trained with others is refused by name, not by a size mismatch.
+    checkpoint_shape_hparams = ("rank", "n_blocks")
 
     def __init__(self, model: ModelSpec | None = None, rank: int = 64, n_blocks: int = 2, edit_lr: float = 1.0e-4,
                  lr: float = 1.0e-4, lr_lr: float = 1.0e-4, c_edit: float = 0.1, c_loc: float = 1.0,
                  checkpoint: str | None = None, max_length: int = 128,
                  gradient_checkpointing: bool = False) -> None:
+        owner = type(self).__name__
+        require_at_least(owner, "rank", rank, 1)
+        require_at_least(owner, "n_blocks", n_blocks, 1)
+        for name, value in (("edit_lr", edit_lr), ("lr", lr), ("c_edit", c_edit)):
+            require_positive(owner, name, value)
+        require_non_negative(owner, "lr_lr", lr_lr)  # 0: the per-layer rates stay as initialised
+        require_non_negative(owner, "c_loc", c_loc)
         super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
         self.lr, self.lr_lr, self.c_edit, self.c_loc = lr, lr_lr, c_edit, c_loc
@@ -131,7 +142,8 @@ class MEND(Editor):
         for name, param in self.base_params().items():
             module = owning_module(self.model, name)
             if not isinstance(module, (nn.Linear, Conv1D)) or name.rpartition(".")[2] != "weight":
-                raise ValueError(f"MEND edits linear weights only; {name} belongs to {type(module).__name__}")
+                raise ConfigurationError(f"MEND edits linear weights only; {name} belongs to {type(module).__name__} "
+                                         "(model.editable names it)")
             self.transposed[name] = isinstance(module, Conv1D)  # GPT-2's Conv1D stores weight as [in, out]
             groups.setdefault(_shape_key(param.shape), []).append(name)
         self.layer_index = {name: i for names in groups.values() for i, name in enumerate(names)}

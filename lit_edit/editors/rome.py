@@ -12,13 +12,14 @@ Several edits in a batch are written one after the other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edited_model import EditedModel
+from lit_edit.editors.edited_model import EditedModel, EditRefusedError
 from lit_edit.editors.key_value import (
     FactRequest,
     TargetOptimisation,
@@ -30,7 +31,9 @@ from lit_edit.editors.key_value import (
     rank_one_update,
     subject_keys,
 )
+from lit_edit.editors.settings import require_at_least, require_layers, require_number_at_least
 from lit_edit.editors.target_cache import TargetCache
+from lit_edit.errors import ConfigurationError
 from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, well_conditioned
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
 from lit_edit.models import ModelSpec
@@ -48,6 +51,24 @@ class ContextPrefixes:
     """Prefixes sampled per length (0: the bare prompt only)."""
     seed: int = 0
 
+    def validate(self, owner: str) -> None:
+        """Refuse settings out of range, naming them as ``owner``'s ``prefixes``."""
+        require_at_least(owner, "prefixes.per_length", self.per_length, 0)
+        for length in self.lengths:
+            require_at_least(owner, "prefixes.lengths[]", length, 1)
+
+
+def validate_statistics(owner: str, spec: KeyStatisticsSpec) -> None:
+    """Refuse key statistics settings out of range (or a corpus file that is not there), naming them as ``owner``'s
+    ``statistics``: C is estimated at the first edit, too late to find out."""
+    require_at_least(owner, "statistics.samples", spec.samples, 1)
+    require_at_least(owner, "statistics.tokens", spec.tokens, 2)  # a sampled passage: a start token and more
+    require_at_least(owner, "statistics.batch_size", spec.batch_size, 1)
+    require_at_least(owner, "statistics.save_every", spec.save_every, 1)
+    if spec.corpus and not Path(spec.corpus).is_file():
+        raise ConfigurationError(f"{owner}.statistics.corpus: no file at {spec.corpus} (init_args.statistics.corpus "
+                                 f"of the {owner} config: a text file, one passage per line, or null to sample text)")
+
 
 class LocatingEditor(Editor):
     """What ROME and MEMIT share: the layout, the prefixes, the key statistics C per layer, the target search."""
@@ -58,20 +79,29 @@ class LocatingEditor(Editor):
                  statistics: KeyStatisticsSpec | None, target: TargetOptimisation | None,
                  prefixes: ContextPrefixes | None, max_condition: float, max_length: int,
                  layer_selection: LayerSelection | None = None, cache_targets: bool = False) -> None:
+        owner = type(self).__name__
+        layers_setting = "layer" if isinstance(self, ROME) else "layers"
+        if layer_selection is None:
+            require_layers(owner, layers_setting, layers)
+        statistics, target = statistics or KeyStatisticsSpec(), target or TargetOptimisation()
+        prefixes = prefixes or ContextPrefixes()
+        validate_statistics(owner, statistics)
+        target.validate(owner)
+        prefixes.validate(owner)
+        require_number_at_least(owner, "max_condition", max_condition, 1.0)  # a condition number
         super().__init__(model, max_length)
         if self.kind != "causal":
-            raise ValueError(f"{type(self).__name__} edits causal LMs (a subject's last token feeds every later one)")
+            raise ConfigurationError(f"{owner} edits causal LMs (a subject's last token feeds every later one), got "
+                                     f"model.kind {self.kind!r}")
         self.layout = ModelLayout(self.model, layout)
         if layer_selection is not None:  # causal tracing decides, once, before anything depends on the layers
             layers = layer_selection.select_layers(self.model, self.tokenizer, self.layout)
-        for layer in layers:
-            if not 0 <= layer < self.layout.num_layers:
-                raise ValueError(f"layer {layer} does not exist: the model has {self.layout.num_layers} blocks")
+        require_layers(owner, layers_setting, layers, self.layout.num_layers)
         self.layers = layers
         self.editable_names = [self.layout.mlp_out_weight_name(layer) for layer in layers]
-        self.statistics = statistics or KeyStatisticsSpec()
-        self.target = target or TargetOptimisation()
-        self.prefix_spec = prefixes or ContextPrefixes()
+        self.statistics = statistics
+        self.target = target
+        self.prefix_spec = prefixes
         self.max_condition = max_condition
         self.cache_targets = cache_targets
         self.target_caches: dict[str, TargetCache] = {}
@@ -127,8 +157,9 @@ class LocatingEditor(Editor):
         return torch.stack([found[i].to(self.device) for i in range(len(requests))])
 
     def requests(self, batch: EditBatch) -> list[FactRequest]:
-        if not batch.records:
-            raise ValueError(f"{self.name} needs the batch's edit records (prompt, subject, target)")
+        if len(batch.records) != len(batch):
+            raise EditRefusedError(f"{self.name} edits records (prompt, subject, target): the batch has {len(batch)} "
+                                   f"edits but {len(batch.records)} records; the model was left unchanged")
         return [FactRequest.from_record(record) for record in batch.records]
 
     def weight(self, layer: int, params: dict[str, Tensor]) -> Tensor:

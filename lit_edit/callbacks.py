@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -29,7 +28,7 @@ class EditExamples(Callback):
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         editors = getattr(pl_module, "editors", None)  # an EditorSuite
-        if editors is not None:
+        if editors is not None and not getattr(pl_module, "stopping", False):  # a stopped run makes no more edits
             self.log_examples(trainer, {f"/{key}": editor for key, editor in editors.items()}, "test")
 
     def log_examples(self, trainer: Trainer, editors: dict[str, Editor], split: str) -> None:
@@ -50,9 +49,8 @@ class EditExamples(Callback):
             chain = [records[i] for i in indices]
             batch = collate(chain).to(editor.device)
             try:
-                with torch.inference_mode(False), torch.enable_grad():
-                    edited = editor.edit(batch)
-            except (EditFailedError, RuntimeError) as error:
+                edited = editor.checked_edit(batch)
+            except EditFailedError as error:  # a refused edit; anything else is a bug and is raised
                 lines += [f"| {record.prompt} | {record.target_new} | edit failed: {error} | |" for record in chain]
                 continue
             asked = [(prompt, record.target_new) for record in chain for prompt in

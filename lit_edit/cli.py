@@ -1,20 +1,32 @@
 """LightningCLI entry points: ``train.py`` (fit an editor) and ``evaluate.py`` (compare editors).
 
 Both read ``class_path``/``init_args`` YAML from ``configs/`` (omegaconf interpolation enabled) and
-take ``args`` so tests can call them in-process.
+take ``args`` so tests can call them in-process. Run as scripts (and as ``lit-edit``), they go through
+:func:`user_errors`: a user's mistake (:class:`~lit_edit.errors.UserInputError`, a missing file) is one line on
+stderr and exit status 2; a programming error keeps its traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import ActionYesNo
+
+try:  # a path argument (--config) naming no file; private, so looked for rather than relied on
+    from jsonargparse._paths import PathError
+except ImportError:  # pragma: no cover - another jsonargparse layout: such errors keep jsonargparse's report
+    PathError = None
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
+from lit_edit.errors import UserInputError
 from lit_edit.preemption import CheckpointOnPreemption
 from lit_edit.slurm import JOB_CONFIG, JOB_SCRIPT, SlurmError, SlurmJob, Submission, submit_training
 from lit_edit.suite import EditorSuite, only_editors
@@ -24,6 +36,67 @@ from lit_edit.suite import EditorSuite, only_editors
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+#: Exceptions that jsonargparse raises in place of the one a class raised while it was built or checked (the
+#: class's own is their ``__context__``): looked through for the user's mistake.
+_WRAPPERS = (ValueError, TypeError, argparse.ArgumentError)
+
+
+def user_error_in(error: BaseException | None) -> BaseException | None:
+    """The user's mistake behind ``error``: itself if it is a :class:`UserInputError` or a missing file, else the
+    first such error it was raised from or while handling, through jsonargparse's wrappers; None for a bug."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (UserInputError, FileNotFoundError)):
+            return error
+        if not isinstance(error, _WRAPPERS):
+            return None
+        seen.add(id(error))
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
+
+
+@contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """A user's mistake raised inside becomes ``prog: error: <message>`` on stderr and ``SystemExit(2)``."""
+    try:
+        yield
+    except Exception as error:
+        mistake = user_error_in(error)
+        if mistake is None:
+            raise
+        print(f"{prog}: error: {one_line(mistake)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+class UserErrorParser(LightningArgumentParser):
+    """Raises the user's own error (e.g. a ConfigurationError a class raised while its arguments were checked)
+    instead of jsonargparse's usage and nested "Problem with given class_path" report of it; a missing file given
+    as an argument (``--config``) is raised as a FileNotFoundError naming the argument. :func:`user_errors` prints
+    either as one line."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        mistake = user_error_in(ex)
+        if mistake is not None:
+            raise mistake
+        if PathError is not None and _caused_by(ex, PathError):
+            raise FileNotFoundError(one_line(Exception(message))) from ex
+        super().error(message, ex)
+
+
+def _caused_by(error: BaseException | None, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class TrainCLI(LightningCLI):
@@ -74,7 +147,7 @@ class TrainCLI(LightningCLI):
 
 def train_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "mend.yaml") -> TrainCLI:
     cli = TrainCLI(
-        Editor, EditDataModule, subclass_mode_model=True, run=False, args=args,
+        Editor, EditDataModule, subclass_mode_model=True, run=False, args=args, parser_class=UserErrorParser,
         parser_kwargs={"parser_mode": "omegaconf",
                        "default_config_files": [str(default_config)] if default_config else []},
         save_config_kwargs={"overwrite": True},
@@ -113,7 +186,7 @@ class EvaluateCLI(LightningCLI):
 
 def evaluate_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "evaluate.yaml") -> Any:
     cli = EvaluateCLI(
-        EditorSuite, EditDataModule, run=False, args=args,
+        EditorSuite, EditDataModule, run=False, args=args, parser_class=UserErrorParser,
         parser_kwargs={"parser_mode": "omegaconf",
                        "default_config_files": [str(default_config)] if default_config else []},
         save_config_callback=None,

@@ -2,23 +2,35 @@
 
     lit-edit edit '"The Mona Lisa was painted by" -> " Picasso"' \\
         --paraphrase "The painter of the Mona Lisa is" --neighbour "The Starry Night was painted by" \\
-        [--config configs/evaluate.yaml --editor ft] [--model NAME] [--checkpoint PATH] [--save DIR]
+        [--config configs/evaluate.yaml --editor ft] [--model NAME] [--checkpoint PATH] [--save DIR [--overwrite]]
+
+    lit-edit edit '"The Mona Lisa was painted by" [The Mona Lisa] -> " Picasso"' \\
+        --config configs/evaluate_rome.yaml --editor rome
 
 The editor is one entry of an evaluation config's ``model.editors`` (``ft`` of ``configs/evaluate.yaml`` by
 default; ``mend`` there loads the trained MEND checkpoint), or the ``model`` of a training config. All edits
-given are made at once. ``--save DIR`` writes the edited model as a Hugging Face checkpoint that
-``transformers`` loads unchanged (``AutoModelForCausalLM.from_pretrained(DIR)``).
+given are made at once. ROME and MEMIT need each edit's subject, spelled as in its prompt: ``[subject]`` after the
+prompt, or one ``--subject`` per edit, in order. ``--save DIR`` writes the edited model as a Hugging Face checkpoint
+that ``transformers`` loads unchanged (``AutoModelForCausalLM.from_pretrained(DIR)``): into a new or empty
+directory (``--overwrite`` replaces a non-empty one), staged beside it and renamed into place, so that ``DIR`` is
+never half written; ``DIR.lock`` keeps a second ``--save`` into it out meanwhile.
+
+Exit status: 0 when made (and saved); 1 when an edit failed (nothing saved); 2 for a user's mistake (one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import re
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from jsonargparse import ArgumentParser
@@ -27,49 +39,111 @@ from omegaconf import OmegaConf
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditedModel, EditFailedError
+from lit_edit.errors import CheckpointError, ConfigurationError, UserInputError
 from lit_edit.generation import greedy_completion
+from lit_edit.run_lock import RunLock
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXAMPLE = '\'"The Mona Lisa was painted by" -> " Picasso"\''
 #: Shown after the edit prompts when no --neighbour is given: facts an edit should leave alone.
 DEFAULT_NEIGHBOURS = ("The Eiffel Tower is located in the city of", "The capital of Japan is")
 
-_QUOTED = re.compile(r'^\s*"(?P<prompt>[^"]+)"\s*->\s*"(?P<target>[^"]*)"\s*$')
+_SUBJECT = r'(?:\[(?P<subject>[^\[\]]*)\]\s*)?'
+_QUOTED = re.compile(r'^\s*"(?P<prompt>[^"]+)"\s*' + _SUBJECT + r'->\s*"(?P<target>[^"]*)"\s*$')
+_BARE = re.compile(r'^(?P<prompt>[^"\[\]]*?)\s*' + _SUBJECT + r'->(?P<target>[^"\[\]]*)$')
 
 
-class EditSyntaxError(ValueError):
-    """An edit written on the command line that is not ``"prompt" -> "target"``."""
+class EditSyntaxError(UserInputError, ValueError):
+    """An edit written on the command line that is not ``"prompt" [subject] -> "target"``."""
 
 
-def parse_edit(text: str) -> tuple[str, str]:
-    """``'"prompt" -> "target"'`` (or ``prompt -> target``) as (prompt, target without its leading space)."""
-    match = _QUOTED.match(text)
-    if match:
-        prompt, target = match["prompt"], match["target"]
-    elif text.count("->") == 1 and '"' not in text:
-        prompt, target = text.split("->")
-    else:
+class MissingSubjectError(UserInputError, ValueError):
+    """A locating editor (ROME, MEMIT) given an edit without its subject, or with one its prompt does not contain."""
+
+
+class WrittenEdit(NamedTuple):
+    """One edit as written on the command line; ``subject`` only where it was given."""
+
+    prompt: str
+    target: str
+    subject: str | None = None
+
+
+def parse_edit(text: str) -> WrittenEdit:
+    """``'"prompt" [subject] -> "target"'`` (or ``prompt [subject] -> target``; the subject is optional) as
+    (prompt, target without its leading space, subject)."""
+    match = _QUOTED.match(text) or (_BARE.match(text) if text.count("->") == 1 else None)
+    if match is None:
         raise EditSyntaxError(f"cannot read the edit {text!r}")
-    prompt, target = prompt.strip(), target.strip()
+    prompt, target = match["prompt"].strip(), match["target"].strip()
     if not prompt or not target:
         raise EditSyntaxError(f"the edit {text!r} has an empty {'prompt' if not prompt else 'target'}")
-    return prompt, target
+    subject = match["subject"]
+    if subject is not None and not subject.strip():
+        raise EditSyntaxError(f"the edit {text!r} has an empty [subject]")
+    return WrittenEdit(prompt, target, subject.strip() if subject is not None else None)
+
+
+def parse_edits(texts: list[str], subjects: list[str] | None = None) -> list[WrittenEdit]:
+    """Every edit, with the ``--subject`` flags given (one per edit, in order) as their subjects."""
+    edits = [parse_edit(text) for text in texts]
+    if not subjects:
+        return edits
+    if len(subjects) != len(edits):
+        raise EditSyntaxError(f"--subject was given {len(subjects)} times for {len(edits)} edits; give it once per "
+                              "edit, in order (or write each subject in its edit: \"prompt\" [subject] -> \"target\")")
+    both = [i + 1 for i, edit in enumerate(edits) if edit.subject is not None]
+    if both:
+        raise EditSyntaxError(f"edit {both[0]} has a [subject] and a --subject; give each subject once")
+    return [edit._replace(subject=subject.strip()) for edit, subject in zip(edits, subjects, strict=True)]
+
+
+def editor_class(spec: dict[str, Any]) -> type | None:
+    """The class a config entry names, imported without building it (None if it cannot be imported here: building
+    it reports that)."""
+    module, _, name = str(spec.get("class_path", "")).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module or "lit_edit.editors"), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def require_subjects(spec: dict[str, Any], edits: list[WrittenEdit], editor: str) -> None:
+    """ROME and MEMIT locate the subject in the prompt: refuse, before any model is loaded, an edit without one."""
+    from lit_edit.editors.rome import LocatingEditor
+
+    cls = editor_class(spec)
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, LocatingEditor)):
+        return
+    for number, edit in enumerate(edits, 1):
+        if edit.subject is None:
+            raise MissingSubjectError(
+                f"editor {editor!r} ({cls.__name__}) needs each edit's subject: edit {number} ({edit.prompt!r}) has "
+                f"none; write it as '\"{edit.prompt}\" [subject] -> \"{edit.target}\"' or pass --subject SUBJECT "
+                "once per edit")
+        if edit.subject not in edit.prompt:
+            raise MissingSubjectError(f"edit {number}: the subject {edit.subject!r} does not occur in its prompt "
+                                      f"{edit.prompt!r}; spell it as in the prompt")
 
 
 def editor_config(config: Path, editor: str | None) -> dict[str, Any]:
     """The ``class_path``/``init_args`` of one editor: ``model.editors[editor]`` of an evaluation config, or the
     ``model`` of a training config."""
     if not config.is_file():
-        raise FileNotFoundError(f"no config file {config}")
-    loaded = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
-    model = loaded.get("model") or {}
+        raise FileNotFoundError(f"no config file {config} (--config)")
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
+    except Exception as error:  # omegaconf's and YAML's own errors: the file's mistake, not ours
+        raise ConfigurationError(f"{config} (--config) cannot be read: {error}") from None
+    model = (loaded.get("model") if isinstance(loaded, dict) else None) or {}
     editors = model.get("editors") if isinstance(model, dict) else None
     if editors is None:
         if not isinstance(model, dict) or "class_path" not in model:
-            raise ValueError(f"{config} defines neither model.editors nor a model class_path")
+            raise ConfigurationError(f"{config} (--config) defines neither model.editors nor a model class_path")
         return model
     if editor not in editors:
-        raise ValueError(f"{config} has no editor {editor!r}; it has: {', '.join(editors)}")
+        raise ConfigurationError(f"{config} (--config) has no editor {editor!r} (--editor); it has: "
+                                 f"{', '.join(editors)}")
     return editors[editor]
 
 
@@ -88,11 +162,18 @@ def build_editor(spec: dict[str, Any], model: str | None = None, checkpoint: str
     if checkpoint is not None:
         init_args["checkpoint"] = checkpoint
     if init_args.get("checkpoint") and not Path(init_args["checkpoint"]).exists():
-        raise FileNotFoundError(f"no editor checkpoint at {init_args['checkpoint']}: train the editor first "
-                                "(python train.py --config configs/...) or pass --checkpoint PATH")
+        raise CheckpointError(f"no editor checkpoint at {init_args['checkpoint']}: train the editor first "
+                              "(python train.py --config configs/...) or pass --checkpoint PATH")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--editor", type=Editor)
-    return parser.instantiate_classes(parser.parse_object({"editor": spec})).editor
+    try:
+        parsed = parser.parse_object({"editor": spec})
+    except argparse.ArgumentError as error:  # the entry does not fit its class: the config's mistake
+        from lit_edit.cli import one_line, user_error_in
+
+        raise user_error_in(error.__cause__) or ConfigurationError(
+            f"the editor {spec['class_path']} (--config, --editor) cannot be built: {one_line(error)}") from None
+    return parser.instantiate_classes(parsed).editor
 
 
 @dataclass(frozen=True)
@@ -105,22 +186,22 @@ class Comparison:
     after: str
 
 
-def run_edits(editor: Editor, edits: list[tuple[str, str]], paraphrases: list[str], neighbours: list[str],
-              max_new_tokens: int = 12) -> tuple[EditedModel, list[Comparison], float]:
+def run_edits(editor: Editor, edits: list[tuple[str, str]] | list[WrittenEdit], paraphrases: list[str],
+              neighbours: list[str], max_new_tokens: int = 12) -> tuple[EditedModel, list[Comparison], float]:
     """Make all ``edits`` at once; completions before and after for every prompt, and the edit's seconds."""
     if not neighbours:
-        raise ValueError("give at least one neighbour prompt: what the edits should leave alone")
-    prompts = [("edit", p) for p, _ in edits] + [("paraphrase", p) for p in paraphrases] + \
+        raise ConfigurationError("give at least one neighbour prompt (--neighbour): what the edits should leave alone")
+    edits = [WrittenEdit(*edit) for edit in edits]
+    prompts = [("edit", edit.prompt) for edit in edits] + [("paraphrase", p) for p in paraphrases] + \
         [("neighbour", p) for p in neighbours]
     before = {p: greedy_completion(editor.model, editor.tokenizer, editor.kind, p, max_new_tokens) for _, p in prompts}
     # Neighbours are what the edits should keep: labelled with the model's own first word before the edit.
     keep = tuple(LabeledPrompt(p, (before[p].split() or ["."])[0]) for p in neighbours)
-    records = [EditRecord(case_id=f"cli-{i}", prompt=p, target_new=t, out_of_scope=keep)
-               for i, (p, t) in enumerate(edits)]
+    records = [EditRecord(case_id=f"cli-{i}", prompt=edit.prompt, target_new=edit.target, subject=edit.subject,
+                          out_of_scope=keep) for i, edit in enumerate(edits)]
     batch = editor.prompts.batch(records).to(editor.device)
     start = time.perf_counter()
-    with torch.inference_mode(False), torch.enable_grad():
-        edited = editor.edit(batch)
+    edited = editor.checked_edit(batch)  # refused if the edited model's outputs are not finite
     seconds = time.perf_counter() - start
     with edited.applied() as model:
         after = {p: greedy_completion(model, editor.tokenizer, editor.kind, p, max_new_tokens) for _, p in prompts}
@@ -137,7 +218,11 @@ def report(comparisons: list[Comparison]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("edits", nargs="+", metavar="EDIT", help=f'an edit, written {EXAMPLE}; several are made at once')
+    parser.add_argument("edits", nargs="+", metavar="EDIT",
+                        help=f'an edit, written {EXAMPLE} (ROME, MEMIT: \'"prompt" [subject] -> "target"\'); several '
+                             "are made at once")
+    parser.add_argument("--subject", action="append", default=[],
+                        help="the subject of an edit, as spelled in its prompt (ROME, MEMIT): once per edit, in order")
     parser.add_argument("--config", type=Path, default=CONFIG_DIR / "evaluate.yaml",
                         help="an evaluation config (model.editors) or a training config (model); default: %(default)s")
     parser.add_argument("--editor", default="ft", help="which of the config's editors (default: %(default)s)")
@@ -149,25 +234,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a prompt the edits should leave alone (default: two unrelated facts)")
     parser.add_argument("--max_new_tokens", type=int, default=12)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--save", type=Path, metavar="DIR", help="write the edited model here as a Hugging Face checkpoint")
+    parser.add_argument("--save", type=Path, metavar="DIR",
+                        help="write the edited model here as a Hugging Face checkpoint (a new or empty directory)")
+    parser.add_argument("--overwrite", action="store_true", help="let --save replace a non-empty directory")
+
+
+def check_save_directory(target: Path, overwrite: bool) -> None:
+    """Refuse to replace a file, or a non-empty directory without ``--overwrite`` (it may be someone's model)."""
+    if target.exists() and not target.is_dir():
+        raise UserInputError(f"--save {target} is a file, not a directory; choose a directory")
+    if target.is_dir() and not overwrite:
+        names = sorted(path.name for path in target.iterdir())
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise UserInputError(f"--save {target} is not empty ({shown}); pass --overwrite to replace it, or choose "
+                                 "another directory")
+
+
+def save_directory_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """``write`` into a sibling directory, then rename it to ``target`` (an old ``target`` is renamed aside first and
+    removed last): ``target`` is the old model or the new one, never a mix. Call with ``target``'s lock held."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f".{target.name}.saving-{os.getpid()}")
+    old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+    for leftover in (staged, old):  # of an earlier run that died here (the lock is ours now)
+        shutil.rmtree(leftover, ignore_errors=True)
+    staged.mkdir()
+    try:
+        write(staged)
+        if target.exists():
+            target.rename(old)
+        staged.rename(target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        if old.exists() and not target.exists():
+            old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
-        edits = [parse_edit(text) for text in args.edits]
+        edits = parse_edits(args.edits, args.subject)
     except EditSyntaxError as error:
         parser.error(f"{error}; write each edit as {EXAMPLE}, e.g.\n  lit-edit edit {EXAMPLE}")
+    spec = editor_config(args.config, args.editor)
+    require_subjects(spec, edits, args.editor)  # before any model is loaded
+    lock = RunLock(args.save, hint="or save to another --save directory") if args.save is not None else None
+    if lock is not None:
+        lock.acquire()
     try:
-        editor = build_editor(editor_config(args.config, args.editor), args.model, args.checkpoint, args.editable)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+        if args.save is not None:
+            check_save_directory(args.save, args.overwrite)
+        return edit_and_save(args, spec, edits)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def edit_and_save(args: argparse.Namespace, spec: dict[str, Any], edits: list[WrittenEdit]) -> int:
+    editor = build_editor(spec, args.model, args.checkpoint, args.editable)
     editor = editor.to(args.device).eval()
     print(f"{editor.name} on {editor.model_spec.name}: {len(editor.editable_names)} editable weight tensors "
           f"({', '.join(editor.editable_names[:3])}{', ...' if len(editor.editable_names) > 3 else ''})")
     try:
         edited, comparisons, seconds = run_edits(editor, edits, args.paraphrase, args.neighbour or list(DEFAULT_NEIGHBOURS),
                                                  args.max_new_tokens)
-    except (EditFailedError, RuntimeError) as error:  # edits are functional: the model is as it was
+    except EditFailedError as error:  # a refused edit: the model is as it was; anything else is a bug
         print(f"edit failed: {error}; nothing was saved", file=sys.stderr)
         return 1
     print(f"{len(edits)} edit(s) made in {seconds:.2f} s\n")
@@ -178,8 +311,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except EditFailedError as error:  # a memory-based edit has no edited weights to save
             print(f"\nnot saved: {error}", file=sys.stderr)
             return 1
-        model.save_pretrained(args.save)
-        editor.tokenizer.save_pretrained(args.save)
+
+        def write(directory: Path) -> None:
+            model.save_pretrained(directory)
+            editor.tokenizer.save_pretrained(directory)
+
+        save_directory_atomically(args.save, write)
         loader = "AutoModelForCausalLM" if editor.kind == "causal" else "AutoModelForSeq2SeqLM"
         print(f"\nsaved the edited model to {args.save} (transformers.{loader}.from_pretrained('{args.save}'))")
     return 0

@@ -11,7 +11,9 @@ the signal; after the next optimizer step all ranks agree that one came, save ``
 run's ``ModelCheckpoint(save_last=True)`` keeps it, requeue the SLURM job (after the requeue signal) and exit.
 ``ckpt_path: last`` then resumes with no lost and no repeated step.
 
-``train.py`` adds this callback to every run.
+``train.py`` adds this callback to every run. ``evaluate.py`` stops the same way at its own boundary, an editor's
+batch (:class:`StopRequest`, used by :class:`~lit_edit.suite.EditorSuite`): its per-batch log is kept and the same
+command resumes it; it exits with status 128 + the signal's number (143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,7 +34,40 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class Preempted(SystemExit):
-    """Raised to end ``fit`` after the preemption checkpoint; the exit status is 128 + the signal's number."""
+    """Raised to end ``fit`` after the preemption checkpoint, or an evaluation with its log kept; the exit status is
+    128 + the signal's number."""
+
+
+class StopRequest:
+    """Records a stop signal, so that a loop can end at its next boundary instead of inside a step.
+
+    The handler only records the signal, and forwards it once to ``forward`` (Lightning's launcher, which passes it
+    on to the ranks it started, as Lightning's own handler does). Handlers are set from the main thread only.
+    """
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)) -> None:
+        self.signals = signals
+        self.received: signal.Signals | None = None
+        self._forward: Callable[[int], None] | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self, forward: Callable[[int], None] | None = None) -> None:
+        self._forward = forward
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self._previous.setdefault(signum, signal.signal(signum, self._record))
+
+    def _record(self, signum: int, _: FrameType | None) -> None:
+        first = self.received is None
+        self.received = self.received or signal.Signals(signum)
+        if first and self._forward is not None:
+            self._forward(signum)
+
+    def restore(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        self._previous = {}
 
 
 class CheckpointOnPreemption(Callback):

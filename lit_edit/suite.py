@@ -1,25 +1,36 @@
-"""Evaluate several editors on the same test batches and report one table (markdown + JSON)."""
+"""Evaluate several editors on the same test batches and report one table (markdown + JSON).
+
+A run holds ``<output>.lock`` (:mod:`lit_edit.run_lock`) from its start to its end: a second run with the same
+``output`` is refused instead of mixing its edits into this one's log. SIGTERM stops a run at the next editor's
+batch: the per-batch log is kept, one line on stderr says how far it got, and the status is 143 (128 + 15); the
+same command resumes it.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditFailedError
+from lit_edit.errors import ConfigurationError, RunInUseError
 from lit_edit.generation import greedy_completion
 from lit_edit.paper_scores import inverse_document_frequencies
-from lit_edit.protocol import ResultsLog, SequentialEditing, account, metric_states, tally
+from lit_edit.preemption import Preempted, StopRequest
+from lit_edit.protocol import ResultsLog, SequentialEditing, account, metric_states, read_run, tally
 from lit_edit.provenance import run_provenance
 from lit_edit.report import write_run_report
+from lit_edit.run_lock import RunLock
 
 #: Table columns: (heading, logged metric key, format).
 COLUMNS = (
@@ -53,6 +64,8 @@ class EditorSuite(LightningModule):
 
     The protocol (:mod:`lit_edit.protocol`): single or batch editing by ``data.eval_edits_per_batch``, or
     ``sequential``. Each finished (editor, batch) goes to ``output``'s ``.jsonl`` log, from which a rerun resumes.
+    Rank zero holds ``output``'s :class:`~lit_edit.run_lock.RunLock` for the whole run; on SIGTERM every rank skips
+    its remaining batches and the run ends with :class:`~lit_edit.preemption.Preempted` (status 143), log kept.
     """
 
     def __init__(self, editors: dict[str, Editor], output: str = "results/evaluate.json",
@@ -75,10 +88,11 @@ class EditorSuite(LightningModule):
         if only is not None:
             editors = only_editors(editors, only)
         if not editors:
-            raise ValueError("EditorSuite needs at least one editor")
+            raise ConfigurationError("model.editors is empty: an evaluation needs at least one editor")
         specs = {(e.model_spec.name, e.model_spec.kind, e.model_spec.dtype) for e in editors.values()}
         if len(specs) > 1:
-            raise ValueError(f"all editors of one evaluation must edit the same base model, got {sorted(specs)}")
+            raise ConfigurationError("all editors of one evaluation must edit the same base model (model.editors.*."
+                                     f"init_args.model), got {sorted(specs)}")
         self.editors = nn.ModuleDict(editors)
         self.output = Path(output)
         self.log_path = self.output.with_suffix(".jsonl")
@@ -88,6 +102,9 @@ class EditorSuite(LightningModule):
         self.fluency_tokens = fluency_tokens
         self.results: list[dict[str, Any]] = []
         self.resolved_config: str | None = None  # set by evaluate.py, stored with the results
+        self.run_lock: RunLock | None = None
+        self.stop = StopRequest()
+        self.stopping = False  # this rank skips its remaining batches: a stop signal came
 
     @property
     def prompts(self) -> Any:
@@ -95,6 +112,9 @@ class EditorSuite(LightningModule):
 
     def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
         return batch.to(device) if isinstance(batch, EditBatch) else batch
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [_EndRunOnException()]
 
     def on_test_start(self) -> None:
         scored = {key: {name: value for name, value in editor.hparams.items() if name not in editor.unscored_hparams}
@@ -104,8 +124,14 @@ class EditorSuite(LightningModule):
                                   "protocol": self.protocol()}, sort_keys=True)
         trainer = self.trainer
         if self.sequence is not None and trainer.world_size > 1:
-            raise ValueError("a sequential run edits one model batch after batch, so it runs on one device; "
-                             f"got {trainer.world_size} (set trainer.devices: 1)")
+            raise ConfigurationError("a sequential run edits one model batch after batch, so it runs on one device; "
+                                     f"got {trainer.world_size} (set trainer.devices: 1)")
+        self.take_run_lock()
+        self.stopping = False
+        self.stop = StopRequest()
+        self.stop.install(forward=getattr(trainer.strategy.launcher, "kill", None))  # to the ranks it started
+        if trainer.received_sigterm:  # came after Lightning set its handler, before ours
+            self.stop.received = signal.SIGTERM
         # Each rank edits its share of the batches and logs them in its own file; all read the whole run's logs.
         self.log_book = ResultsLog(self.log_path, fingerprint, trainer.global_rank, trainer.world_size)
         resumed = trainer.strategy.broadcast(self.log_book.start(self.resume) if trainer.is_global_zero else None)
@@ -118,12 +144,40 @@ class EditorSuite(LightningModule):
         # Consistency's IDF: every distinct reference text of the run is one document.
         self.idf = inverse_document_frequencies(sorted({text for r in records for text in r.references}))
 
+    def take_run_lock(self) -> None:
+        """Rank zero locks ``output`` for the run; every rank is told if another run holds it."""
+        trainer = self.trainer
+        refusal = None
+        if trainer.is_global_zero:
+            self.run_lock = RunLock(self.output, hint="give this run another output (--model.output)")
+            try:
+                self.run_lock.acquire()
+            except RunInUseError as error:
+                refusal = str(error)
+        refusal = trainer.strategy.broadcast(refusal)
+        if refusal is not None:
+            raise RunInUseError(refusal)
+
+    def end_run(self) -> None:
+        """Release the run's lock and the stop signal's handler (the run finished, stopped or failed)."""
+        self.stop.restore()
+        if self.run_lock is not None:
+            self.run_lock.release()
+
+    def on_test_end(self) -> None:
+        self.end_run()
+
     def test_step(self, batch: EditBatch, batch_idx: int) -> None:
         cases = [record.case_id for record in batch.records]
         last = batch_idx == self.trainer.num_test_batches[0] - 1
         pre = None
         for key, editor in self.editors.items():
+            # Every rank logs every editor's figures at every step, stopped or not: their syncs at the epoch's end
+            # are collectives, which hang unless all ranks make the same ones.
             Editor.log_scores(self, editor.test_scores, key, len(batch))
+            if self.stopping or self.stop.received is not None:
+                self.stopping = True  # the rest of the batches are left to the resumed run
+                continue
             logged = self.log_book.get(key, cases)
             resumed = self.sequence.finished(key, cases) if self.sequence is not None else logged is not None
             if resumed and logged is not None:
@@ -142,7 +196,7 @@ class EditorSuite(LightningModule):
                 edited = editor.score(batch, scores, pre)
                 if self.fluency_tokens > 0:
                     self.score_generations(editor, edited, batch, scores)
-        except (EditFailedError, RuntimeError) as error:  # edits are functional: the model is as it was
+        except EditFailedError as error:  # a refused edit: the model is as it was; anything else is a bug
             return {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
         entry: dict[str, Any] = {"status": "done", "states": metric_states(scores)}
         if self.sequence is not None:
@@ -172,9 +226,26 @@ class EditorSuite(LightningModule):
     def on_test_epoch_end(self) -> None:
         """Results from the run's log: every batch, whichever rank (or earlier, resumed run) edited it."""
         self.trainer.strategy.barrier()  # every rank has logged its last batch
+        if self.trainer.strategy.reduce_boolean_decision(self.stopping, all=False):
+            self.stop_run()
         if self.trainer.is_global_zero:
             self.results = self.write_results(self.log_book.finish())
         self.results = self.trainer.strategy.broadcast(self.results)
+
+    def stop_run(self) -> None:
+        """End a run that a signal stopped: its log is kept for the same command to resume; one line says so."""
+        trainer = self.trainer
+        local = torch.tensor(float(trainer.num_test_batches[0]), device=self.device)
+        batches = int(trainer.strategy.reduce(local, reduce_op="sum").item())
+        received = self.stop.received or signal.SIGTERM  # another rank's signal stopped this one
+        if trainer.is_global_zero:
+            done = len(read_run(self.log_path)[1])
+            again = ("run the same command again to resume" if self.resume else
+                     "run the same command with --model.resume true to resume")
+            print(f"stopped by {received.name} after {done} of {batches * len(self.editors)} batches ({batches} "
+                  f"test batches x {len(self.editors)} editors); the log {self.log_path} is kept; {again}",
+                  file=sys.stderr, flush=True)
+        raise Preempted(128 + int(received))
 
     def write_results(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each editor's figures over ``entries``, written as the results JSON, its table and plots."""
@@ -224,9 +295,18 @@ def only_editors(editors: dict[str, Any], only: list[str]) -> dict[str, Any]:
     """The entries of ``editors`` (built editors or their configs) named in ``only``; an unknown name is an error."""
     unknown = sorted(set(only) - set(editors))
     if unknown:
-        raise ValueError(f"--model.only names editors the config does not define: {unknown}; "
-                         f"defined: {sorted(editors)}")
+        raise ConfigurationError(f"--model.only names editors the config does not define: {unknown}; "
+                                 f"defined: {sorted(editors)}")
     return {key: editor for key, editor in editors.items() if key in only}
+
+
+class _EndRunOnException(Callback):
+    """Releases a failed run's lock at once (a module has no exception hook): a run started again in the same
+    process, as a notebook or a test does, must not find the lock still held."""
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(pl_module, EditorSuite):
+            pl_module.end_run()
 
 
 def results_table(results: list[dict[str, Any]]) -> str:

@@ -18,6 +18,7 @@ from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors import EditCache, FineTune
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.editors.memory import EditMemory
+from lit_edit.protocol import read_log
 from lit_edit.report import load_results
 from lit_edit.suite import EditorSuite
 
@@ -38,6 +39,7 @@ class CountingFineTune(FineTune):
         """``workers`` stands for a setting that changes an editor's speed, not its edits."""
         super().__init__(*args, **kwargs)
     fail_case: str | None = None
+    bug_case: str | None = None
     crash_at: int | None = None  # set after construction: not part of the run's settings (its fingerprint)
 
     def edit(self, batch):
@@ -47,15 +49,17 @@ class CountingFineTune(FineTune):
         self.calls.append(cases)
         if self.fail_case in cases:
             raise EditFailedError("the edit produced non-finite values")
+        if self.bug_case in cases:
+            raise RuntimeError("an index out of range: a bug, not a refused edit")
         return super().edit(batch)
 
 
 def evaluate(spec, records, output: Path, *, k: int = 1, sequential: bool = False, measure_every: int = 1,
-             fail_case: str | None = None, crash_at: int | None = None, steps: int = 25, workers: int = 1
-             ) -> tuple[list[dict], CountingFineTune]:
+             fail_case: str | None = None, crash_at: int | None = None, steps: int = 25, workers: int = 1,
+             bug_case: str | None = None) -> tuple[list[dict], CountingFineTune]:
     data_file = write_edit_records(records, output.parent / "edits.json")
     editor = CountingFineTune(spec, steps=steps, lr=1.0e-2, workers=workers)
-    editor.calls, editor.fail_case, editor.crash_at = [], fail_case, crash_at
+    editor.calls, editor.fail_case, editor.crash_at, editor.bug_case = [], fail_case, crash_at, bug_case
     suite = EditorSuite({"ft": editor}, output=str(output), sequential=sequential, measure_every=measure_every)
     data = EditDataModule(test=str(data_file), model=spec, eval_edits_per_batch=k)
     trainer = Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
@@ -196,6 +200,19 @@ def test_a_failed_edit_is_recorded_with_its_reason_and_the_run_goes_on(knowing_g
     assert re.search(r"\| ft \|.*\| 1 \|", table)  # the table's last column counts failed edits
 
 
+def test_a_bug_in_an_edit_stops_the_run_instead_of_counting_as_a_failed_edit(knowing_gpt2, tmp_path):
+    """Only a refused edit (EditFailedError) is a failed edit; any other error is a bug and must be seen."""
+    records = synthetic_records()[:3]
+    output = tmp_path / "r.json"
+    with pytest.raises(RuntimeError, match="a bug, not a refused edit"):
+        evaluate(knowing_gpt2, records, output, bug_case="1")
+    _, entries, _ = read_log(output.with_suffix(".jsonl"))
+    assert [(entry["cases"], entry["status"]) for entry in entries] == [(["0"], "done")]
+    assert not Path(f"{output}.lock").exists()  # the failed run let go of its output: the rerun below may start
+    results, editor = evaluate(knowing_gpt2, records, output)
+    assert editor.calls == [["1"], ["2"]] and results[0]["edits"] == 3 and results[0]["failed_edits"] == 0
+
+
 def test_results_carry_what_reproduces_them(knowing_gpt2, tmp_path):
     results, _ = evaluate(knowing_gpt2, synthetic_records()[:2], tmp_path / "r.json")
     provenance = json.loads((tmp_path / "r.json").read_text())[0]["provenance"]
@@ -244,3 +261,18 @@ def test_settings_that_change_speed_not_edits_are_declared_unscored():
     assert all("gradient_checkpointing" in editor.unscored_hparams for editor in (MEND, ENN, KE, ROME, MEMIT))
     assert "cache_targets" in ROME.unscored_hparams and "cache_targets" in MEMIT.unscored_hparams
     assert "steps" not in ROME.unscored_hparams
+
+
+def test_before_after_examples_show_an_edit_with_non_finite_outputs_as_failed(tiny_models):
+    from lit_edit.callbacks import EditExamples
+    from lit_edit.editors.edited_model import EditedModel
+
+    class Overflowing(FineTune):  # finite weights, non-finite logits
+        def edit(self, batch):
+            return EditedModel(self.model, self.kind, {name: self.base_params()[name] * 1.0e30
+                                                       for name in self.editable_names})
+
+    record = synthetic_records()[0]
+    editor = Overflowing(tiny_models["gpt2"])
+    text = EditExamples(max_new_tokens=1).examples(editor, [record], editor.prompts.batch)
+    assert f"| {record.prompt} | {record.target_new} | edit failed: the edited model's logits" in text

@@ -3,7 +3,8 @@ time; ``edit EDIT ...`` edits a model and prints greedy generations before and a
 ``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.report`); ``trace`` locates
 facts by causal tracing and writes heatmaps (:mod:`lit_edit.trace_command`); ``key-statistics`` estimates ROME/MEMIT's
 C for some layers ahead of time (:mod:`lit_edit.statistics_command`); ``targets export|import`` carries searched
-ROME/MEMIT targets between machines (:mod:`lit_edit.editors.target_cache`).
+ROME/MEMIT targets between machines (:mod:`lit_edit.editors.target_cache`); ``export-editor`` writes a trained editor
+as shipped safetensors with a manifest (:mod:`lit_edit.export_command`).
 
 A user's mistake (a malformed file, a missing one, a bad setting) is one line on stderr and exit status 2."""
 
@@ -13,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lit_edit import edit_command, report, statistics_command, trace_command
+from lit_edit import edit_command, export_command, report, statistics_command, trace_command
 from lit_edit.cli import user_errors
 from lit_edit.editors.target_cache import export_targets, import_targets
 from lit_edit.models import EMBEDDED_MODELS, ModelSpec, fetch_embedded_model, resolve_model_path
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
                          help="export: every target under --root into ARCHIVE; import: ARCHIVE's targets into --root")
     targets.add_argument("archive", type=Path)
     targets.add_argument("--root", type=Path, default=None, help="the target cache (default: checkpoints/targets)")
+    export = commands.add_parser("export-editor", help="write a trained editor's checkpoint as shipped safetensors "
+                                                       "with a manifest (checkpoint: pretrained:NAME)",
+                                 description=export_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export_command.add_arguments(export)
     args = parser.parse_args(argv)
     with user_errors(f"lit-edit {args.command}"):
         status = run(args, {"edit": edit, "trace": trace})
@@ -58,6 +63,9 @@ def run(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentParser]) -
             print(f"{export_targets(args.archive, args.root)} targets written to {args.archive}")
         else:
             print(f"{import_targets(args.archive, args.root)} targets imported from {args.archive}")
+        return 0
+    if args.command == "export-editor":
+        export_command.main(args)
         return 0
     if args.command == "key-statistics":
         statistics_command.main(args)

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
-import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,11 +33,13 @@ import torch
 from jsonargparse import ArgumentParser
 from omegaconf import OmegaConf
 
+from lit_edit.atomic_files import save_directory_atomically
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditedModel, EditFailedError
 from lit_edit.errors import CheckpointError, ConfigurationError, UserInputError
 from lit_edit.generation import greedy_completion
+from lit_edit.pretrained import resolve_editor_path
 from lit_edit.run_lock import RunLock
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -161,7 +160,7 @@ def build_editor(spec: dict[str, Any], model: str | None = None, checkpoint: str
         init_args["model"] = model_args
     if checkpoint is not None:
         init_args["checkpoint"] = checkpoint
-    if init_args.get("checkpoint") and not Path(init_args["checkpoint"]).exists():
+    if init_args.get("checkpoint") and not resolve_editor_path(init_args["checkpoint"]).exists():
         raise CheckpointError(f"no editor checkpoint at {init_args['checkpoint']}: train the editor first "
                               "(python train.py --config configs/...) or pass --checkpoint PATH")
     parser = ArgumentParser(exit_on_error=False)
@@ -249,28 +248,6 @@ def check_save_directory(target: Path, overwrite: bool) -> None:
             shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             raise UserInputError(f"--save {target} is not empty ({shown}); pass --overwrite to replace it, or choose "
                                  "another directory")
-
-
-def save_directory_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """``write`` into a sibling directory, then rename it to ``target`` (an old ``target`` is renamed aside first and
-    removed last): ``target`` is the old model or the new one, never a mix. Call with ``target``'s lock held."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.saving-{os.getpid()}")
-    old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
-    for leftover in (staged, old):  # of an earlier run that died here (the lock is ours now)
-        shutil.rmtree(leftover, ignore_errors=True)
-    staged.mkdir()
-    try:
-        write(staged)
-        if target.exists():
-            target.rename(old)
-        staged.rename(target)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        if old.exists() and not target.exists():
-            old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -28,6 +28,7 @@ from lit_edit.key_statistics import model_fingerprint, model_weights_fingerprint
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
 from lit_edit.paper_scores import Consistency, Fluency, TargetPreference, TokenAccuracy, example_nll
+from lit_edit.pretrained import is_exported, read_exported, resolve_editor_path
 from lit_edit.safe_files import deepspeed_globals, load_tensors_file, use_safe_checkpoint_io, verify_pickles_in
 
 #: The key under which an editor's training checkpoint records what it was made for (:meth:`Editor.made_for`).
@@ -43,13 +44,18 @@ def read_editor_state(path: str | Path) -> dict[str, Tensor]:
 def read_editor_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     """(weights, what the checkpoint records it was made for, or ``None`` for one written before that was recorded).
 
+    ``path``: a ``.ckpt`` file, a DeepSpeed checkpoint directory, or a shipped editor (``pretrained:NAME`` or its
+    directory: safetensors and a manifest, :mod:`lit_edit.pretrained`).
+
     Nothing in the file runs: a ``.ckpt`` is read with ``weights_only=True`` and a DeepSpeed directory only after
     every pickle in it passed that check (:mod:`lit_edit.safe_files`); otherwise
     :class:`~lit_edit.errors.UnsafeFileError` or :class:`~lit_edit.errors.CheckpointError` names the file.
     """
-    path = Path(path)
+    path = resolve_editor_path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no editor checkpoint there (train the editor first: python train.py ...)")
+    if is_exported(path):  # a shipped editor: safetensors and its manifest (lit_edit.pretrained)
+        return read_exported(path)
     if not path.is_dir():
         saved = load_tensors_file(path, "editor checkpoint (a train.py .ckpt)")
         if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
@@ -225,6 +231,15 @@ class Editor(LightningModule):
         self.skipped_steps += 1
         self.log("train/skipped_steps", float(self.skipped_steps))
         return None
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """A finite loss can still give non-finite gradients (an overflow in backward): such a step is skipped (every
+        gradient dropped, so the optimizer moves nothing) and counted, never applied as a silent NaN. Under
+        DeepSpeed the gradients live in its partitions and it checks them itself."""
+        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradients and not all(torch.isfinite(g).all() for g in gradients):
+            optimizer.zero_grad(set_to_none=True)
+            self.skip_step()
 
     def load_editor(self, path: str) -> None:
         """Load the editor's own weights from a training checkpoint (which holds only those), once what it records

@@ -25,6 +25,7 @@ from lit_edit.editors.edited_model import (
     prediction_mask,
 )
 from lit_edit.editors.parameters import ParameterBank
+from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
 from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.metrics import edit_success
 from lit_edit.models import ModelSpec
@@ -40,7 +41,8 @@ class ENN(Editor):
     def __init__(self, model: ModelSpec | None = None, inner_steps: int = 1, inner_lr: float = 1.0e-3,
                  first_order: bool = False, lr: float = 1.0e-5, lr_lr: float = 1.0e-4, c_edit: float = 1.0,
                  c_loc: float = 1.0, c_base: float = 1.0, checkpoint: str | None = None, max_length: int = 128,
-                 gradient_checkpointing: bool = False) -> None:
+                 gradient_checkpointing: bool = False, warmup_steps: int = 0,
+                 lr_schedule: LrSchedule = "constant") -> None:
         """
         Args:
             inner_steps: gradient steps of one edit, in training and at test time alike.
@@ -50,11 +52,15 @@ class ENN(Editor):
             c_edit, c_loc, c_base: weights of the in-scope NLL after the edit, of the KL between the model
                 before and after the edit on out-of-scope inputs, and of the KL from the original model to
                 the meta-trained one on the same inputs.
+            warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
+                stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
+                :mod:`lit_edit.editors.schedule`).
             checkpoint: a training checkpoint to start from (it holds only the meta-trained weights and rates).
             gradient_checkpointing: recompute the base model's block activations in backward (see ``Editor``).
         """
         owner = type(self).__name__
         require_at_least(owner, "inner_steps", inner_steps, 1)
+        check_schedule(owner, warmup_steps, lr_schedule)
         for name, value in (("inner_lr", inner_lr), ("lr", lr), ("c_edit", c_edit)):
             require_positive(owner, name, value)
         for name, value in (("lr_lr", lr_lr), ("c_loc", c_loc), ("c_base", c_base)):
@@ -119,7 +125,8 @@ class ENN(Editor):
         return loss
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.Adam([
+        optimizer = torch.optim.Adam([
             {"params": list(self.weights.parameters()), "lr": self.lr},
             {"params": list(self.inner_lrs.parameters()), "lr": self.lr_lr},
         ])
+        return scheduled(optimizer, self._trainer, self.hparams.warmup_steps, self.hparams.lr_schedule)

@@ -39,6 +39,7 @@ from lit_edit.editors.edited_model import (
 )
 from lit_edit.editors.mend import ActivationCapture
 from lit_edit.editors.objective import edit_and_locality_step
+from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
 from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec, owning_module
@@ -131,7 +132,8 @@ class KE(Editor):
     def __init__(self, model: ModelSpec | None = None, max_scale: float = 0.1, lstm_dim: int = 256,
                  condition_dim: int = 1024, hidden_dim: int = 128, lr: float = 1.0e-3, c_edit: float = 1.0,
                  c_loc: float = 10.0, checkpoint: str | None = None, max_length: int = 128,
-                 gradient_checkpointing: bool = False) -> None:
+                 gradient_checkpointing: bool = False, warmup_steps: int = 0,
+                 lr_schedule: LrSchedule = "constant") -> None:
         """Defaults are those of ``configs/ke.yaml`` (SmolLM2-135M).
 
         Args:
@@ -142,6 +144,9 @@ class KE(Editor):
             hidden_dim: hidden size of each weight's gate network.
             lr: Adam learning rate of the hypernetwork.
             c_edit, c_loc: weights of the in-scope NLL after the edit and of the out-of-scope KL (as MEND's).
+            warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
+                stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
+                :mod:`lit_edit.editors.schedule`).
             checkpoint: a training checkpoint to start from (it holds only the hypernetwork's weights).
             gradient_checkpointing: recompute the base model's block activations in backward (see ``Editor``).
         """
@@ -149,6 +154,7 @@ class KE(Editor):
         for name, value in (("max_scale", max_scale), ("lr", lr), ("c_edit", c_edit)):
             require_positive(owner, name, value)
         require_non_negative(owner, "c_loc", c_loc)
+        check_schedule(owner, warmup_steps, lr_schedule)
         for name, value in (("lstm_dim", lstm_dim), ("condition_dim", condition_dim), ("hidden_dim", hidden_dim)):
             require_at_least(owner, name, value, 1)
         super().__init__(model, max_length, gradient_checkpointing)
@@ -217,4 +223,5 @@ class KE(Editor):
         return edit_and_locality_step(self, batch, self.c_edit, self.c_loc)
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        return scheduled(optimizer, self._trainer, self.hparams.warmup_steps, self.hparams.lr_schedule)

@@ -19,6 +19,7 @@ from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditedModel, aligned_logits, nll_loss
 from lit_edit.editors.objective import edit_and_locality_step
 from lit_edit.editors.parameters import ParameterBank
+from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
 from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec, owning_module
@@ -125,7 +126,19 @@ class MEND(Editor):
     def __init__(self, model: ModelSpec | None = None, rank: int = 64, n_blocks: int = 2, edit_lr: float = 1.0e-4,
                  lr: float = 1.0e-4, lr_lr: float = 1.0e-4, c_edit: float = 0.1, c_loc: float = 1.0,
                  checkpoint: str | None = None, max_length: int = 128,
-                 gradient_checkpointing: bool = False) -> None:
+                 gradient_checkpointing: bool = False, warmup_steps: int = 0,
+                 lr_schedule: LrSchedule = "constant") -> None:
+        """
+        Args:
+            rank, n_blocks: width and depth of each editor network's residual low-rank blocks.
+            edit_lr: initial value of each editable layer's learned edit rate α_l.
+            lr, lr_lr: Adam learning rates of the editor networks and of the edit rates.
+            c_edit, c_loc: weights of the in-scope NLL after the edit and of the out-of-scope KL.
+            warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
+                stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
+                :mod:`lit_edit.editors.schedule`).
+            checkpoint: a training checkpoint to start from (it holds only the editor's weights).
+        """
         owner = type(self).__name__
         require_at_least(owner, "rank", rank, 1)
         require_at_least(owner, "n_blocks", n_blocks, 1)
@@ -133,6 +146,7 @@ class MEND(Editor):
             require_positive(owner, name, value)
         require_non_negative(owner, "lr_lr", lr_lr)  # 0: the per-layer rates stay as initialised
         require_non_negative(owner, "c_loc", c_loc)
+        check_schedule(owner, warmup_steps, lr_schedule)
         super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
         self.lr, self.lr_lr, self.c_edit, self.c_loc = lr, lr_lr, c_edit, c_loc
@@ -190,7 +204,8 @@ class MEND(Editor):
         return edit_and_locality_step(self, batch, self.c_edit, self.c_loc)
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.Adam([
+        optimizer = torch.optim.Adam([
             {"params": list(self.networks.parameters()), "lr": self.lr},
             {"params": list(self.edit_lrs.parameters()), "lr": self.lr_lr},
         ])
+        return scheduled(optimizer, self._trainer, self.hparams.warmup_steps, self.hparams.lr_schedule)

@@ -21,6 +21,7 @@ from lit_edit.editors.counterfactual import CounterfactualModel, descriptors_of
 from lit_edit.editors.edited_model import EditFailedError, EditRefusedError
 from lit_edit.editors.memory import EditMemory
 from lit_edit.editors.routed import NO_EDIT, RoutedModel, Router, Routing, prompt_texts
+from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
 from lit_edit.editors.scope_classifier import DEFAULT_ENCODER, ScopeClassifier
 from lit_edit.editors.settings import require_between, require_non_negative, require_positive
 from lit_edit.errors import ConfigurationError
@@ -42,7 +43,8 @@ class SERAC(Editor):
                  counterfactual: ModelSpec | None = None, threshold: float = 0.5, lr: float = 1.0e-5,
                  classifier_lr: float = 1.0e-5, classifier_head_lr: float = 1.0e-2, c_loc: float = 1.0,
                  template: str = "{prompt} {target}\n", counterfactual_trainable: list[str] | None = None,
-                 checkpoint: str | None = None, max_length: int = 128, prefix_cache_mb: float = 256.0) -> None:
+                 checkpoint: str | None = None, max_length: int = 128, prefix_cache_mb: float = 256.0,
+                 warmup_steps: int = 0, lr_schedule: LrSchedule = "constant") -> None:
         """
         Args:
             model: the base model (frozen).
@@ -60,6 +62,9 @@ class SERAC(Editor):
             max_length: longest tokenized prompt.
             prefix_cache_mb: memory for the counterfactual model's key/value states of descriptors it has read; a
                 later query under the same edit then costs about one forward pass over the query alone.
+            warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
+                stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
+                :mod:`lit_edit.editors.schedule`).
         """
         owner = type(self).__name__
         require_between(owner, "threshold", threshold, 0.0, 1.0, low_open=True, high_open=True)  # a probability
@@ -68,6 +73,7 @@ class SERAC(Editor):
         require_non_negative(owner, "classifier_head_lr", classifier_head_lr)
         require_non_negative(owner, "c_loc", c_loc)
         require_non_negative(owner, "prefix_cache_mb", prefix_cache_mb)
+        check_schedule(owner, warmup_steps, lr_schedule)
         try:
             template.format(prompt="", target="")
         except (KeyError, IndexError, ValueError) as error:
@@ -126,7 +132,8 @@ class SERAC(Editor):
         return loss
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.Adam([*self.classifier.param_groups(), *self.counterfactual.param_groups()])
+        optimizer = torch.optim.Adam([*self.classifier.param_groups(), *self.counterfactual.param_groups()])
+        return scheduled(optimizer, self._trainer, self.hparams.warmup_steps, self.hparams.lr_schedule)
 
 
 class SeracRouter(Router):

@@ -12,7 +12,6 @@ editable weights, shape settings) as for any checkpoint. An export is at most 20
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from lit_edit.atomic_files import save_directory_atomically
 from lit_edit.errors import CheckpointError, ConfigurationError
+from lit_edit.json_ready import json_ready
 
 PREFIX = "pretrained:"
 WEIGHTS_FILE = "editor.safetensors"
@@ -124,7 +124,7 @@ def export_editor(checkpoint: str | Path, name: str, *, command: str = "", resul
     if Path(checkpoint).is_file():
         saved = load_tensors_file(checkpoint, "editor checkpoint")
         training.update(global_step=saved.get("global_step"), epoch=saved.get("epoch"))
-        hparams = _plain(saved.get("hyper_parameters") or {})
+        hparams = json_ready(saved.get("hyper_parameters") or {})
     manifest = {"format_version": FORMAT_VERSION, "name": name, "editor": made_for.get("editor"),
                 "init_args": hparams, "made_for": made_for, "training": training, "command": command,
                 "results": _results_summary(results), "notes": notes, "bytes": size,
@@ -151,13 +151,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)

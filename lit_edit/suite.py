@@ -25,6 +25,7 @@ from lit_edit.editors.base import Editor, EditScores
 from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.errors import ConfigurationError, RunInUseError
 from lit_edit.generation import greedy_completion
+from lit_edit.json_ready import json_ready
 from lit_edit.paper_scores import inverse_document_frequencies
 from lit_edit.preemption import Preempted, StopRequest
 from lit_edit.protocol import ResultsLog, SequentialEditing, account, metric_states, read_run, tally
@@ -119,8 +120,8 @@ class EditorSuite(LightningModule):
     def on_test_start(self) -> None:
         scored = {key: {name: value for name, value in editor.hparams.items() if name not in editor.unscored_hparams}
                   for key, editor in self.editors.items()}
-        fingerprint = json.dumps({"editors": _plain(scored),
-                                  "data": _plain(dict(self.trainer.datamodule.hparams)),
+        fingerprint = json.dumps({"editors": json_ready(scored),
+                                  "data": json_ready(dict(self.trainer.datamodule.hparams)),
                                   "protocol": self.protocol()}, sort_keys=True)
         trainer = self.trainer
         if self.sequence is not None and trainer.world_size > 1:
@@ -257,8 +258,8 @@ class EditorSuite(LightningModule):
                 "editor": key,
                 "name": editor.name,
                 "class_path": f"{type(editor).__module__}.{type(editor).__qualname__}",
-                "init_args": _plain(dict(editor.hparams)),
-                "model": _plain(editor.model_spec),
+                "init_args": json_ready(dict(editor.hparams)),
+                "model": json_ready(editor.model_spec),
                 "protocol": self.protocol(),
                 "edits": int(scores.edit_seconds.weight.item()),
                 "failed_edits": sum(len(f["cases"]) for f in failures),
@@ -272,7 +273,7 @@ class EditorSuite(LightningModule):
         data = dict(datamodule.hparams) if datamodule is not None else {}
         provenance = run_provenance(next(iter(self.editors.values())), datamodule, self.resolved_config)
         for record in results:
-            record["data"] = _plain(data)
+            record["data"] = json_ready(data)
             record["provenance"] = provenance
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self.output.write_text(json.dumps(results, indent=1))
@@ -323,16 +324,3 @@ def results_table(results: list[dict[str, Any]]) -> str:
             cells.append("n/a" if math.isnan(value) else fmt.format(value))
         rows.append(f"| {record['editor']} | " + " | ".join(cells) + f" | {record.get('failed_edits', 0)} |")
     return "\n".join([head, rule, *rows])
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy of hyperparameters (dataclasses and paths become dicts and strings)."""
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

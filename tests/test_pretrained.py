@@ -74,3 +74,17 @@ def test_a_changed_export_or_an_unknown_name_is_refused(trained_checkpoint, tiny
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(CheckpointError, match="SHA-256 is not the manifest's"):
         MEND(tiny_models["gpt2"], rank=4, checkpoint="pretrained:tiny")
+
+
+def test_every_shipped_editor_is_whole_small_and_says_how_it_was_made():
+    from lit_edit.pretrained import MAX_BYTES, available, pretrained_root, read_exported, read_manifest
+
+    shipped = available(pretrained_root())
+    assert shipped  # the repository ships at least one trained editor
+    for name in shipped:
+        directory = pretrained_root() / name
+        state, made_for = read_exported(directory)  # its SHA-256 matches the manifest
+        manifest = read_manifest(directory)
+        assert sum(t.numel() * t.element_size() for t in state.values()) == manifest["bytes"] <= MAX_BYTES
+        assert made_for["model"]["weights_hash"] and made_for["editable"] and manifest["command"]
+        assert manifest["results"]["metrics"]["es"] >= 0.0 and manifest["results"]["edits"] > 0

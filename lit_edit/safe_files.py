@@ -5,9 +5,10 @@ file the project reads back (editor checkpoints, DeepSpeed checkpoint directorie
 caches, edit memories, sequential-editing states) therefore goes through :func:`load_tensors_file`:
 ``torch.load(weights_only=True)``, which builds only tensors, plain Python values and the few classes named in
 :data:`ALLOWED_GLOBALS` (and, for DeepSpeed's own shards, :func:`deepspeed_globals`). A file that names anything
-else is refused with :class:`~lit_edit.errors.UnsafeFileError` naming it. DeepSpeed's loader unpickles with
-``weights_only=False``, so :func:`verify_pickles_in` checks every pickle of a checkpoint directory this way before
-DeepSpeed is given it; :class:`SafeCheckpointIO` does the same for Lightning's resume of a ``.ckpt`` file.
+else is refused with :class:`~lit_edit.errors.UnsafeFileError` naming it. DeepSpeed's own loader asks torch for a
+full unpickling; :func:`deepspeed_reads_weights_only` makes every ``torch.load`` it makes go through
+:func:`load_tensors_file` instead, so a DeepSpeed checkpoint directory is read as data too, and
+:class:`SafeCheckpointIO` does the same for Lightning's resume of a ``.ckpt`` file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pickle
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,13 @@ ALLOWED_GLOBALS: tuple[Any, ...] = (ModelSpec,)
 #: Suffixes of the files in a DeepSpeed checkpoint directory that DeepSpeed unpickles (every other file is also
 #: checked when it starts like a pickle or a ``torch.save`` zip archive).
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"})
-_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 #: Files DeepSpeed writes into its checkpoint directory that are text: the tag files and its conversion scripts.
 DEEPSPEED_TAG_FILES = ("latest", "latest_universal")
+
+
+#: torch's own loader, kept before :func:`deepspeed_reads_weights_only` stands in for it.
+_TORCH_LOAD = torch.load
 
 
 def deepspeed_globals() -> tuple[Any, ...]:
@@ -63,7 +68,7 @@ def load_tensors_file(path: str | Path, what: str = "file", *, allow: Iterable[A
     try:
         with torch.serialization.safe_globals([*ALLOWED_GLOBALS, *allow]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a raw pickle: refused below
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            return _TORCH_LOAD(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         names = _refused_globals(str(error))
         if names:
@@ -83,19 +88,16 @@ def _refused_globals(message: str) -> list[str]:
 
 
 def _reason(message: str) -> str:
-    """torch's own reason, without its advice to load with ``weights_only=False`` (which would run the file)."""
+    """torch's own reason, without its advice to turn the weights-only check off (which would run the file)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     kept = [line for line in lines if not line.startswith(("Weights only load failed", "Please file an issue",
                                                            "Check the documentation", "WeightsUnpickler error"))]
     return " ".join(kept or lines[-1:])[:300]
 
 
-def verify_pickles_in(directory: str | Path) -> list[Path]:
-    """Check, before DeepSpeed (which unpickles with ``weights_only=False``) reads ``directory``, that every
-    pickle in it loads with ``weights_only=True``, and that its ``latest`` tag names a folder inside it.
-
-    Returns the files checked; raises :class:`UnsafeFileError` or :class:`CheckpointError` naming the first bad one.
-    """
+def check_deepspeed_directory(directory: str | Path) -> None:
+    """Refuse, before DeepSpeed reads ``directory``, one that is not a checkpoint directory or whose ``latest`` tag names
+    a folder outside it (:class:`CheckpointError`); its files are then read by :func:`deepspeed_reads_weights_only`."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no DeepSpeed checkpoint directory there")
@@ -106,18 +108,30 @@ def verify_pickles_in(directory: str | Path) -> list[Path]:
             if not tag or Path(tag).name != tag or tag in (".", "..") or not (directory / tag).is_dir():
                 raise CheckpointError(f"{tag_file}: names the checkpoint tag {tag!r}, which is not a folder directly "
                                       f"inside {directory}; not a DeepSpeed checkpoint this project wrote")
-    allow = deepspeed_globals()
-    checked = []
-    for path in _files_under(directory):
-        head = _head(path)
-        if path.name in DEEPSPEED_TAG_FILES or not (path.suffix in PICKLE_SUFFIXES or head.startswith(_PICKLE_MAGIC)):
-            continue
-        # A zip archive (torch.save's format) is memory-mapped: its tensors are not read, only its pickle.
-        load_tensors_file(path, "DeepSpeed checkpoint file", allow=allow, mmap=head == _PICKLE_MAGIC[0])
-        checked.append(path)
-    if not checked:
+    if not any(path.suffix in PICKLE_SUFFIXES for path in _files_under(directory)):
         raise CheckpointError(f"{directory}: holds no DeepSpeed checkpoint files (*.pt)")
-    return checked
+
+
+@contextmanager
+def deepspeed_reads_weights_only() -> Iterator[None]:
+    """Within it, every ``torch.load`` (DeepSpeed's loader asks torch for a full unpickling) is a
+    :func:`load_tensors_file` with DeepSpeed's own classes allowed: nothing a shard names outside them is built, and a
+    shard that names something else is refused with :class:`UnsafeFileError` naming it."""
+    allow = deepspeed_globals()
+
+    def load(f: Any, map_location: Any = None, *args: Any, weights_only: bool | None = None, mmap: bool | None = None,
+             **kwargs: Any) -> Any:
+        if isinstance(f, (str, os.PathLike)):
+            return load_tensors_file(f, "DeepSpeed checkpoint file", allow=allow, map_location=map_location,
+                                     mmap=bool(mmap))
+        with torch.serialization.safe_globals([*ALLOWED_GLOBALS, *allow]):  # an open file: no path to name
+            return _TORCH_LOAD(f, map_location, *args, weights_only=True, mmap=mmap, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = _TORCH_LOAD
 
 
 def _files_under(directory: Path) -> Iterator[Path]:
@@ -132,10 +146,6 @@ def _files_under(directory: Path) -> Iterator[Path]:
         folders.sort()
         yield from (Path(root) / name for name in sorted(files))
 
-
-def _head(path: Path) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(4)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -6,9 +6,8 @@ lifts that restriction for the CPU accelerator only, so CPU-only users and CI ru
 code path; with a CUDA accelerator every method falls through to Lightning's.
 
 It also refuses, before anything is set up, ZeRO stage 3 for an editor that cannot have its parameters
-partitioned (see :attr:`lit_edit.editors.base.Editor.supports_zero3`), and, before DeepSpeed's loader (which
-unpickles with ``weights_only=False``) resumes from a checkpoint directory, any directory holding a pickle that a
-``weights_only=True`` load refuses (:func:`lit_edit.safe_files.verify_pickles_in`).
+partitioned (see :attr:`lit_edit.editors.base.Editor.supports_zero3`); and it resumes from a checkpoint directory with
+every file DeepSpeed's loader reads loaded as plain data (:func:`lit_edit.safe_files.deepspeed_reads_weights_only`).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeed
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.errors import UserInputError
-from lit_edit.safe_files import verify_pickles_in
+from lit_edit.safe_files import check_deepspeed_directory, deepspeed_reads_weights_only
 
 
 class EditorDeepSpeedPrecision(DeepSpeedPrecision):
@@ -114,11 +113,12 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
             base.to(half)
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
-        """Resume from a DeepSpeed checkpoint directory only once every pickle in it loads as plain data; a single
-        ``.ckpt`` file (``load_full_weights``) is read with ``weights_only=True``."""
+        """Resume from a DeepSpeed checkpoint directory with every file in it read as plain data; a single ``.ckpt``
+        file (``load_full_weights``) is read with ``weights_only=True``."""
         if Path(checkpoint_path).is_dir():
-            verify_pickles_in(checkpoint_path)
-        return super().load_checkpoint(checkpoint_path, weights_only=True)
+            check_deepspeed_directory(checkpoint_path)
+        with deepspeed_reads_weights_only():
+            return super().load_checkpoint(checkpoint_path, weights_only=True)
 
     def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> Any:
         if self.on_cpu and (self.config or {}).get("zero_optimization", {}).get("offload_optimizer"):

@@ -23,6 +23,7 @@ from lit_edit.cli import CONFIG_DIR
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import MEND
 from lit_edit.editors.base import read_editor_state
+from lit_edit.safe_files import load_tensors_file
 from lit_edit.strategies import DeepSpeedStrategy, ZeroStageError
 
 STEPS = TRAIN_STEPS
@@ -126,7 +127,7 @@ def test_signalled_run_finishes_its_step_checkpoints_and_resumes_exactly(run_tra
     stopped, checkpoint = run_training(name, extra=[f"--trainer.callbacks+={signal_once}"])
     assert stopped.get("returncode") == 128 + getattr(signal, signal_name), stopped.get("output")
     assert "Stopping at step 3" in stopped["output"]
-    assert torch.load(checkpoint, weights_only=False)["global_step"] == 3
+    assert load_tensors_file(checkpoint)["global_step"] == 3
     resumed, checkpoint = run_training(name, extra=[f"--trainer.callbacks+={signal_once}"])
     expected, expected_state = single_process
     assert resumed["global_step"] == STEPS and len(resumed["losses"]) == 2  # only step 3 was left

@@ -25,6 +25,7 @@ from lit_edit.editors.edited_model import aligned_logits, nll_loss
 from lit_edit.editors.ke import greedy_answer, split_edit
 from lit_edit.errors import ConfigurationError
 from lit_edit.metrics import edit_success
+from lit_edit.safe_files import load_tensors_file
 
 OTHER = EditRecord(case_id="1", prompt="where does s3 live ? in", target_new="h6 h7", subject="s3",
                    paraphrases=("s3 lives in",), out_of_scope=(LabeledPrompt("the colour of s7 is", "c2"),))
@@ -165,7 +166,7 @@ def test_train_py_trains_ke_from_its_config(tiny_models, synthetic_splits, tmp_p
                       "--trainer.enable_progress_bar=false"])
     assert isinstance(cli.model, KE) and cli.trainer.global_step == 4
     best = tmp_path / "checkpoints" / "ke-smollm2-135m" / "best.ckpt"
-    state = torch.load(best, weights_only=False)["state_dict"]
+    state = load_tensors_file(best)["state_dict"]
     assert state and not any(k.startswith("model.") for k in state)
 
 

@@ -13,6 +13,7 @@ from lightning.pytorch import Trainer, seed_everything
 from lit_edit.cli import CONFIG_DIR, evaluate_main, train_main
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import ENN, MEND
+from lit_edit.safe_files import load_tensors_file
 
 
 def tiny_trainer(**kwargs) -> Trainer:
@@ -82,14 +83,14 @@ def test_train_py_saves_editor_only_checkpoint_and_resumes(knowing_gpt2, synthet
     last = tmp_path / "checkpoints" / "mend-smollm2-135m" / "last.ckpt"
     best = last.with_name("best.ckpt")
     assert last.exists() and best.exists()
-    state = torch.load(last, weights_only=False)
+    state = load_tensors_file(last)
     assert state["global_step"] == 100 and not any(k.startswith("model.") for k in state["state_dict"])
     assert first.trainer.global_step == 100
     # Started again, the run continues from last.ckpt: asking for 150 steps runs only the 50 missing ones,
     # with the optimizer state restored.
     resumed = train_main([*args, "--trainer.max_steps=150"])
     assert resumed.trainer.global_step == 150
-    assert torch.load(last, weights_only=False)["global_step"] == 150
+    assert load_tensors_file(last)["global_step"] == 150
     assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
     # ... and with the edits an uninterrupted run would have seen next (100 is mid-epoch: 7 batches per epoch).
     seen = [json.loads(line) for line in (tmp_path / "batches.jsonl").read_text().splitlines()]

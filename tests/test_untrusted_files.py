@@ -127,13 +127,19 @@ def test_a_deepspeed_checkpoint_is_read_after_its_pickles_pass_and_records_what_
 
 
 @pytest.mark.parametrize("shard", ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
-def test_a_planted_deepspeed_shard_is_refused_before_deepspeed_reads_it(zero2_checkpoint, shard, tmp_path, marker):
+def test_a_planted_deepspeed_shard_is_refused_when_deepspeed_reads_it(zero2_checkpoint, shard, tmp_path, marker):
     planted = shutil.copytree(zero2_checkpoint, tmp_path / "last.ckpt")
     path = plant(planted / "checkpoint" / shard, marker, module={})
     with pytest.raises(UnsafeFileError, match=str(path)):
         read_editor_state(planted)
-    with pytest.raises(UnsafeFileError, match=str(path)):  # train.py --ckpt_path DIR under the DeepSpeed strategy
-        DeepSpeedStrategy(stage=2).load_checkpoint(planted)
+    # train.py --ckpt_path DIR under the DeepSpeed strategy: DeepSpeed's own loader reads the shard, as plain data
+    work = zero2_checkpoint.parent.parent
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"),
+                           "--config", str(CONFIG_DIR / "strategies" / "zero2.yaml"), "--ckpt_path", str(planted),
+                           "--trainer.max_steps", "4"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, (done.stdout + done.stderr)[-3000:]
+    assert str(path) in done.stderr and "refused to load" in done.stderr
 
 
 def test_a_deepspeed_tag_that_leaves_the_directory_is_refused(zero2_checkpoint, tmp_path):

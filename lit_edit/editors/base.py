@@ -29,7 +29,13 @@ from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
 from lit_edit.paper_scores import Consistency, Fluency, TargetPreference, TokenAccuracy, example_nll
 from lit_edit.pretrained import is_exported, read_exported, resolve_editor_path
-from lit_edit.safe_files import deepspeed_globals, load_tensors_file, use_safe_checkpoint_io, verify_pickles_in
+from lit_edit.safe_files import (
+    check_deepspeed_directory,
+    deepspeed_globals,
+    deepspeed_reads_weights_only,
+    load_tensors_file,
+    use_safe_checkpoint_io,
+)
 
 #: The key under which an editor's training checkpoint records what it was made for (:meth:`Editor.made_for`).
 MADE_FOR_KEY = "lit_edit_made_for"
@@ -47,8 +53,8 @@ def read_editor_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[st
     ``path``: a ``.ckpt`` file, a DeepSpeed checkpoint directory, or a shipped editor (``pretrained:NAME`` or its
     directory: safetensors and a manifest, :mod:`lit_edit.pretrained`).
 
-    Nothing in the file runs: a ``.ckpt`` is read with ``weights_only=True`` and a DeepSpeed directory only after
-    every pickle in it passed that check (:mod:`lit_edit.safe_files`); otherwise
+    Nothing in the file runs: a ``.ckpt`` is read with ``weights_only=True``, and so is every file DeepSpeed's loader
+    reads of a DeepSpeed directory (:mod:`lit_edit.safe_files`); otherwise
     :class:`~lit_edit.errors.UnsafeFileError` or :class:`~lit_edit.errors.CheckpointError` names the file.
     """
     path = resolve_editor_path(path)
@@ -61,14 +67,15 @@ def read_editor_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[st
         if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
             raise CheckpointError(f"{path}: not a training checkpoint (it has no state_dict)")
         return saved["state_dict"], saved.get(MADE_FOR_KEY)
-    verify_pickles_in(path)
+    check_deepspeed_directory(path)
     shards = sorted((path / "checkpoint").glob("*model_states.pt"))
     if not shards:
         raise CheckpointError(f"{path}: not a DeepSpeed checkpoint of train.py (no checkpoint/*model_states.pt)")
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     client_state = load_tensors_file(shards[0], "DeepSpeed checkpoint file", allow=deepspeed_globals(), mmap=True)
-    state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="checkpoint")
+    with deepspeed_reads_weights_only():
+        state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="checkpoint")
     made_for = client_state.get(MADE_FOR_KEY) if isinstance(client_state, dict) else None
     return {key.removeprefix("_forward_module."): value for key, value in state.items()}, made_for
 
@@ -304,7 +311,7 @@ class Editor(LightningModule):
 
     def setup(self, stage: str) -> None:
         """A run resuming from ``ckpt_path`` reads its ``.ckpt`` with ``weights_only=True`` (and a DeepSpeed
-        directory only after :func:`~lit_edit.safe_files.verify_pickles_in`; see :mod:`lit_edit.strategies`)."""
+        directory as plain data too; see :mod:`lit_edit.strategies`)."""
         super().setup(stage)
         if self._trainer is not None:
             use_safe_checkpoint_io(self.trainer.strategy)

@@ -10,6 +10,7 @@ from test_training import tiny_trainer
 
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import ENN, KE, MEND
+from lit_edit.editors.base import kept_score
 from lit_edit.editors.schedule import schedule_factor
 from lit_edit.errors import ConfigurationError
 
@@ -75,3 +76,22 @@ def test_a_step_with_non_finite_gradients_is_skipped_and_counted(tiny_models, sy
     assert editor.skipped_steps == 3
     for name, p in editor.named_parameters():
         assert torch.equal(p, before[name]), name  # nothing moved: no NaN reached a weight
+
+
+def test_the_kept_score_is_the_harmonic_mean_of_generalisation_and_retention():
+    t = torch.tensor
+    assert kept_score(t(0.8), t(0.9), t(0.4)).item() == pytest.approx(2 * 0.8 * 0.4 / 1.2)
+    assert kept_score(t(float("nan")), t(0.9), t(0.9)).item() == pytest.approx(0.9)  # no paraphrases: ES
+    assert kept_score(t(1.0), t(1.0), t(float("nan"))).item() == pytest.approx(1.0)  # no out-of-scope inputs
+    assert kept_score(t(0.0), t(0.0), t(1.0)).item() == 0.0  # an editor that edits nothing scores nothing
+
+
+def test_validation_logs_the_kept_score(tiny_models, synthetic_splits):
+    spec = tiny_models["gpt2"]
+    data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=spec, edits_per_batch=2)
+    editor = MEND(spec, rank=4)
+    trainer = tiny_trainer(max_steps=2, limit_val_batches=2, val_check_interval=2)
+    trainer.fit(editor, datamodule=data)
+    logged = trainer.callback_metrics
+    expected = kept_score(logged["val/paraphrase_es"], logged["val/es"], logged["val/retention"])
+    assert logged["val/kept_score"].item() == pytest.approx(expected.item())

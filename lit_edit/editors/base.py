@@ -22,6 +22,7 @@ from lit_edit.activation_checkpointing import checkpoint_blocks
 from lit_edit.data.batch import SAME_RELATION, SAME_SUBJECT, UNRELATED, EditBatch, PromptTokenizer, TokenizedExamples
 from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors.edited_model import EditedModel, EditFailedError, aligned_logits, prediction_mask
+from lit_edit.editors.lower_blocks import LowerBlocks
 from lit_edit.editors.settings import require_at_least
 from lit_edit.errors import CheckpointError
 from lit_edit.key_statistics import model_fingerprint, model_weights_fingerprint
@@ -126,6 +127,14 @@ class EditScores(nn.Module):
         return logged
 
 
+def kept_score(paraphrase_es: Tensor, es: Tensor, retention: Tensor) -> Tensor:
+    """Harmonic mean of generalisation (paraphrase ES, or ES where there are no paraphrases: nan) and retention (1
+    where there are no out-of-scope inputs): high only when an edit both generalises and leaves the rest alone."""
+    generalisation = torch.where(paraphrase_es.isnan(), es, paraphrase_es).nan_to_num(0.0)
+    kept = retention.nan_to_num(1.0)
+    return 2 * generalisation * kept / (generalisation + kept).clamp_min(1e-12)
+
+
 class Editor(LightningModule):
     """Base class: holds the (frozen, shared) base model and scores edits."""
 
@@ -216,6 +225,15 @@ class Editor(LightningModule):
 
     def logits(self, examples: TokenizedExamples, edited: EditedModel | None = None) -> tuple[Tensor, Tensor]:
         return edited.logits(examples) if edited else aligned_logits(self.model, examples, self.kind)
+
+    @property
+    def lower_blocks(self) -> LowerBlocks | None:
+        """The frozen blocks below every edited weight, run once for an unedited and an edited pass over the same
+        inputs (causal LMs; ``None`` where nothing can be skipped: :mod:`lit_edit.editors.lower_blocks`)."""
+        if "_lower_blocks" not in self.__dict__:
+            self.__dict__["_lower_blocks"] = (LowerBlocks.below(self.model, self.editable_names)
+                                              if self.kind == "causal" else None)
+        return self.__dict__["_lower_blocks"]
 
     # -- Lightning -----------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Editor:
@@ -321,9 +339,14 @@ class Editor(LightningModule):
         self.log_scores(self, self.val_scores, "val", len(batch))
 
     def on_validation_epoch_end(self) -> None:
-        """``val/score`` = ES - DD: what the best checkpoint is chosen by."""
-        if self.val_scores.es.update_count:
-            self.log("val/score", self.val_scores.es.compute() - self.val_scores.drawdown.compute().nan_to_num(0.0))
+        """``val/score`` = ES - DD, and ``val/kept_score``: the harmonic mean of paraphrase ES (ES where there are no
+        paraphrases) and retention. Checkpoints are chosen by one of them; ``kept_score`` sees locality where DD
+        cannot (a base model that answers none of the out-of-scope questions has DD 0 whatever an edit does to them)."""
+        scores = self.val_scores
+        if scores.es.update_count:
+            self.log("val/score", scores.es.compute() - scores.drawdown.compute().nan_to_num(0.0))
+            self.log("val/kept_score", kept_score(scores.paraphrase_es.compute(), scores.es.compute(),
+                                                  scores.retention.compute()))
 
     def test_step(self, batch: EditBatch, batch_idx: int) -> None:
         self.score(batch, self.test_scores)

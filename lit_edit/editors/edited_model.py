@@ -113,8 +113,9 @@ class EditedModel:
         """Whether any output can differ from the base model's (scoring skips the post-edit forward otherwise)."""
         return bool(self.params)
 
-    def logits(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
-        return aligned_logits(self.base, examples, self.kind, self.params)
+    def logits(self, examples: TokenizedExamples, labelled_only: bool = False) -> tuple[Tensor, Tensor]:
+        """Logits aligned with labels (:func:`aligned_logits`; ``labelled_only``: at labelled positions only)."""
+        return aligned_logits(self.base, examples, self.kind, self.params, labelled_only=labelled_only)
 
     @contextmanager
     def applied(self) -> Iterator[PreTrainedModel]:

@@ -19,11 +19,17 @@ def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_lo
         edited = editor.edit(batch)
     except EditFailedError:
         return editor.skip_step()
-    post_in, in_labels = edited.logits(batch.in_scope)
+    post_in, in_labels = edited.logits(batch.in_scope, labelled_only=True)  # the NLL reads the targets only
     edit_loss = nll_loss(post_in, in_labels)
-    with torch.no_grad():
-        pre_out, _ = editor.logits(batch.out_of_scope)
-    post_out, _ = edited.logits(batch.out_of_scope)
+    lower = editor.lower_blocks
+    if lower is None:
+        with torch.no_grad():
+            pre_out, _ = editor.logits(batch.out_of_scope)
+        post_out, _ = edited.logits(batch.out_of_scope)
+    else:  # the blocks below the edited ones run once for both passes over the out-of-scope inputs
+        with torch.no_grad(), lower.recorded() as below:
+            pre_out, _ = editor.logits(batch.out_of_scope)
+        post_out, _ = lower.second_pass(below, lambda: edited.logits(batch.out_of_scope))
     loc_loss = locality_kl(pre_out, post_out, prediction_mask(batch.out_of_scope, editor.kind))
     loss = c_edit * edit_loss + c_loc * loc_loss
     if not torch.isfinite(loss):

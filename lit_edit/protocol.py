@@ -45,8 +45,11 @@ def metric_states(scores: EditScores) -> dict[str, dict[str, Any]]:
 
 
 def merge_states(scores: EditScores, states: dict[str, dict[str, Any]]) -> None:
-    """Add logged states to ``scores`` (exactly as if their batch had been scored into it)."""
+    """Add logged states to ``scores`` (exactly as if their batch had been scored into it). A metric that a log
+    written before it existed lacks stays unmeasured (nan), and the rest are counted."""
     for name, metric in scores.as_logged().items():
+        if name not in states:
+            continue
         incoming = {key: torch.tensor(value, dtype=getattr(metric, key).dtype, device=getattr(metric, key).device)
                     for key, value in states[name].items()}
         metric.merge_state(incoming)

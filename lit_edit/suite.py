@@ -40,6 +40,7 @@ COLUMNS = (
     ("pre-edit ES", "pre_es", "{:.3f}"),
     ("DD (acc.)", "dd", "{:+.3f}"),
     ("retention", "retention", "{:.3f}"),
+    ("token ret.", "token_retention", "{:.3f}"),
     ("DD unrelated", "dd_unrelated", "{:+.3f}"),
     ("DD same subject", "dd_same_subject", "{:+.3f}"),
     ("DD same relation", "dd_same_relation", "{:+.3f}"),

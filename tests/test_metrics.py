@@ -128,6 +128,18 @@ def test_retention_by_hand() -> None:
     assert retention(pre, post, LABELS).item() == pytest.approx(2 / 3)
 
 
+def test_token_retention_by_hand() -> None:
+    """EasyEdit's locality: per example, the share of labelled positions whose argmax is unchanged; then the mean."""
+    from lit_edit.editors.base import unedited_predictions
+    from lit_edit.paper_scores import token_accuracy
+
+    pre = argmax_logits(PRE_IDS)
+    post = argmax_logits([[0, 1, 0, 3], [0, 0, 0, 1], [2, 2, 2, 2], [1, 2, 0, 0]])
+    # row 0: 2 of 3 labelled positions unchanged; row 1: 0 of 3; row 2: no labelled position; row 3: 1 of 1
+    assert unedited_predictions(pre, LABELS).tolist() == [[X, 1, 2, 3], [X, 1, 2, 0], [X, X, X, X], [X, 2, X, X]]
+    assert token_accuracy(post, unedited_predictions(pre, LABELS)).item() == pytest.approx((2 / 3 + 0 + 1) / 3)
+
+
 def test_retention_ignores_label_values() -> None:
     """Retention compares post with pre, so it is meaningful where the base model gets the labels wrong."""
     pre = argmax_logits([[0, 1, 2], [0, 3, 3]])

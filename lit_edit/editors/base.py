@@ -19,7 +19,15 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from lit_edit.activation_checkpointing import checkpoint_blocks
-from lit_edit.data.batch import SAME_RELATION, SAME_SUBJECT, UNRELATED, EditBatch, PromptTokenizer, TokenizedExamples
+from lit_edit.data.batch import (
+    IGNORE_INDEX,
+    SAME_RELATION,
+    SAME_SUBJECT,
+    UNRELATED,
+    EditBatch,
+    PromptTokenizer,
+    TokenizedExamples,
+)
 from lit_edit.data.records import LabeledPrompt
 from lit_edit.editors.edited_model import EditedModel, EditFailedError, aligned_logits, prediction_mask
 from lit_edit.editors.lower_blocks import LowerBlocks
@@ -94,6 +102,8 @@ class EditScores(nn.Module):
         self.pre_es = EditSuccess()
         self.drawdown = AccuracyDrawdown()
         self.retention = Retention()
+        # EasyEdit's locality: per out-of-scope example, the fraction of labelled positions whose argmax is unchanged.
+        self.token_retention = TokenAccuracy()
         self.drawdown_unrelated = AccuracyDrawdown()
         self.drawdown_same_subject = AccuracyDrawdown()
         self.drawdown_same_relation = AccuracyDrawdown()
@@ -114,7 +124,7 @@ class EditScores(nn.Module):
     def as_logged(self) -> dict[str, Any]:
         """Metric objects by the names they are logged under (Lightning syncs, computes and resets them)."""
         logged = {"es": self.es, "paraphrase_es": self.paraphrase_es, "pre_es": self.pre_es, "dd": self.drawdown,
-                  "retention": self.retention, "dd_unrelated": self.drawdown_unrelated,
+                  "retention": self.retention, "token_retention": self.token_retention, "dd_unrelated": self.drawdown_unrelated,
                   "dd_same_subject": self.drawdown_same_subject, "dd_same_relation": self.drawdown_same_relation,
                   "edit_nll": self.edit_nll, "token_accuracy": self.token_accuracy,
                   "edit_seconds": self.edit_seconds}
@@ -125,6 +135,11 @@ class EditScores(nn.Module):
                           portability=self.portability, pre_portability=self.pre_portability,
                           portability_token_accuracy=self.portability_token_accuracy)
         return logged
+
+
+def unedited_predictions(pre_logits: Tensor, labels: Tensor) -> Tensor:
+    """The unedited model's argmax as labels, at the labelled positions only: what token retention compares with."""
+    return torch.where(labels != IGNORE_INDEX, pre_logits.argmax(dim=-1), torch.full_like(labels, IGNORE_INDEX))
 
 
 def kept_score(paraphrase_es: Tensor, es: Tensor, retention: Tensor) -> Tensor:
@@ -381,6 +396,7 @@ class Editor(LightningModule):
             scores.paraphrase_es.update(post_in[para], in_labels[para])
         scores.drawdown.update(pre_out, post_out, out_labels)
         scores.retention.update(pre_out, post_out, out_labels)
+        scores.token_retention.update(post_out, unedited_predictions(pre_out, out_labels))
         if batch.out_of_scope_kind is not None:  # the same drawdown, per kind of out-of-scope prompt
             kind = batch.out_of_scope_kind.to(pre_out.device)
             for code, metric in ((UNRELATED, scores.drawdown_unrelated), (SAME_SUBJECT, scores.drawdown_same_subject),

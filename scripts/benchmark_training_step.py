@@ -6,8 +6,9 @@
 
 A step is what ``training_step`` does (edit, the in-scope NLL through the edited model, the out-of-scope KL against
 the unedited model) plus its backward pass and an Adam step. It is timed twice on every batch, alternately, with
-the blocks below the edited ones replayed (:mod:`lit_edit.editors.lower_blocks`, what training uses) and with
-every pass in full, so the speed-up is a ratio taken under the same load. The breakdown times each part of the
+the blocks below the edited ones replayed (:mod:`lit_edit.editors.lower_blocks`, what training uses: the unedited
+out-of-scope pass records them for the edited one; MEND's edit pass, made over every row the step reads, records
+them for all the other passes) and with every pass in full, so the speed-up is a ratio taken under the same load. The breakdown times each part of the
 replayed step separately (one more run of it, not counted in edits/s).
 """
 
@@ -24,7 +25,7 @@ import torch
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import KE, MEND, Editor
 from lit_edit.editors.edited_model import locality_kl, nll_loss, prediction_mask
-from lit_edit.editors.objective import edit_and_locality_step
+from lit_edit.editors.objective import edit_over_every_row
 from lit_edit.profiling import record_row, synchronized_clock
 
 
@@ -36,7 +37,7 @@ def step_seconds(editor: Editor, batch, optimizer: torch.optim.Optimizer, replay
     try:
         start = synchronized_clock()
         optimizer.zero_grad()
-        loss = edit_and_locality_step(editor, batch, editor.c_edit, editor.c_loc)
+        loss = editor.training_step(batch, 0)
         loss.backward()
         optimizer.step()
         return synchronized_clock() - start
@@ -45,7 +46,7 @@ def step_seconds(editor: Editor, batch, optimizer: torch.optim.Optimizer, replay
 
 
 def breakdown(editor: Editor, batch) -> dict[str, float]:
-    """Seconds of each part of one replayed step."""
+    """Seconds of each part of one replayed step (the path ``edit_and_locality_step`` takes)."""
     parts: dict[str, float] = {}
     clock = synchronized_clock()
 
@@ -55,15 +56,28 @@ def breakdown(editor: Editor, batch) -> dict[str, float]:
         parts[name] = now - clock
         clock = now
 
-    edited = editor.edit(batch)
-    lap("edit (forward+backward of the edit prompt, editor network)")
-    post_in, labels = edited.logits(batch.in_scope, labelled_only=True)
-    lap("in-scope pass through the edited model")
     lower = editor.lower_blocks
-    with torch.no_grad(), lower.recorded() as below:
-        pre_out, _ = editor.logits(batch.out_of_scope)
-    lap("out-of-scope pass, unedited (all blocks)")
-    with lower.replayed(below):
+    shared = edit_over_every_row(batch) if isinstance(editor, MEND) else None
+    with lower.recorded() as every_row:
+        edited = editor.edit(shared or batch)
+    lap("edit (forward+backward of the edit prompt" + (", the other in-scope and the out-of-scope rows" if shared else "")
+        + ", editor network)")
+    if shared is None:
+        post_in, labels = edited.logits(batch.in_scope, labelled_only=True)
+        lap("in-scope pass through the edited model (all blocks)")
+        with torch.no_grad(), lower.recorded() as out_below:
+            pre_out, _ = editor.logits(batch.out_of_scope)
+        lap("out-of-scope pass, unedited (all blocks)")
+    else:
+        n_in = len(batch.in_scope)
+        out_below = every_row.part(slice(n_in, None), batch.out_of_scope.input_ids.shape[1])
+        with lower.replayed(every_row.part(slice(0, n_in), batch.in_scope.input_ids.shape[1])):
+            post_in, labels = edited.logits(batch.in_scope, labelled_only=True)
+        lap("in-scope pass through the edited model (blocks above the replayed ones)")
+        with torch.no_grad(), lower.replayed(out_below):
+            pre_out, _ = editor.logits(batch.out_of_scope)
+        lap("out-of-scope pass, unedited (blocks above the replayed ones)")
+    with lower.replayed(out_below):
         post_out, _ = edited.logits(batch.out_of_scope)
     lap("out-of-scope pass, edited (blocks above the replayed ones)")
     loss = editor.c_edit * nll_loss(post_in, labels) + editor.c_loc * locality_kl(

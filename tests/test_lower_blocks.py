@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import KE, MEND
 from lit_edit.editors.lower_blocks import LowerBlocks
-from lit_edit.editors.objective import edit_and_locality_step
+from lit_edit.editors.objective import edit_over_every_row
 
 CAUSAL = ["gpt2", "gpt_neox", "llama"]
 
@@ -26,7 +27,7 @@ def loss_and_grads(editor, batch):
     editor.zero_grad()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log outside a Trainer
-        loss = edit_and_locality_step(editor, batch, c_edit=0.1, c_loc=10.0)
+        loss = editor.training_step(batch, 0)  # MEND's edits its in-scope rows too; KE's does not
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in editor.named_parameters() if p.grad is not None}
 
@@ -44,7 +45,8 @@ def test_the_replayed_step_has_the_loss_and_gradients_of_full_passes(tiny_models
     assert lower is not None and lower.first_edited == 1  # the tiny models edit block 1 of 2
     batch = first_batch(spec, synthetic_splits)
     replayed_loss, replayed_grads = loss_and_grads(editor, batch)
-    assert lower.checked is True
+    kinds = {"in-scope pass", "out-of-scope pass"} if editor_class is MEND else {"out-of-scope pass"}
+    assert lower.checked == dict.fromkeys(kinds, True)
     editor.__dict__["_lower_blocks"] = None  # every pass in full
     full_loss, full_grads = loss_and_grads(editor, batch)
     assert replayed_loss.item() > 0
@@ -88,7 +90,7 @@ def test_a_replay_that_does_not_match_a_full_pass_is_turned_off(tiny_models, syn
     below.output = below.output + noise if torch.is_tensor(below.output) else (below.output[0] + noise, *below.output[1:])
     with pytest.warns(UserWarning, match="did not reproduce a full pass"):
         logits, _ = lower.second_pass(below, lambda: editor.logits(batch.out_of_scope))
-    assert lower.checked is False and torch.equal(logits, full)
+    assert lower.checked == {"pass": False} and torch.equal(logits, full)
 
 
 def test_nothing_is_skipped_where_an_edit_reaches_the_first_block_or_the_model_is_seq2seq(tiny_models):
@@ -96,3 +98,29 @@ def test_nothing_is_skipped_where_an_edit_reaches_the_first_block_or_the_model_i
     assert LowerBlocks.below(editor.model, ["model.layers.0.mlp.down_proj.weight"]) is None
     assert LowerBlocks.below(editor.model, ["model.embed_tokens.weight", "model.layers.1.mlp.down_proj.weight"]) is None
     assert MEND(tiny_models["t5"]).lower_blocks is None
+
+
+@pytest.mark.parametrize("arch", CAUSAL)
+def test_an_edit_made_over_every_row_is_the_edit_itself(tiny_models, synthetic_splits, arch):
+    spec = tiny_models[arch]
+    torch.manual_seed(0)
+    editor = MEND(spec).eval()
+    with torch.no_grad():
+        for p in editor.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = first_batch(spec, synthetic_splits)
+    over_in_scope = edit_over_every_row(batch)
+    assert over_in_scope is not None and len(batch.edit) < len(over_in_scope.edit) == len(batch.in_scope) + len(batch.out_of_scope)
+    alone, over = editor.edit(batch).params, editor.edit(over_in_scope).params
+    for name, value in alone.items():
+        assert torch.allclose(over[name], value, rtol=1e-5, atol=1e-7), name
+
+
+def test_in_scope_rows_that_are_not_the_edit_examples_are_not_used(tiny_models, synthetic_splits):
+    batch = first_batch(tiny_models["gpt2"], synthetic_splits)
+    ids = batch.edit.input_ids.clone()
+    ids[0, 0] = (ids[0, 0] + 1) % 50  # the first edit example is no longer the first in-scope row
+    changed = replace(batch, edit=replace(batch.edit, input_ids=ids))
+    assert edit_over_every_row(changed) is None
+    paraphrases_only = replace(batch, in_scope_is_paraphrase=torch.ones_like(batch.in_scope_is_paraphrase))
+    assert edit_over_every_row(paraphrases_only) is None

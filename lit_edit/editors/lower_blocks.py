@@ -28,6 +28,15 @@ class Recording:
 
     output: Any = None
 
+    def part(self, rows: slice, length: int) -> Recording:
+        """The recording of some rows of a right-padded batch, cut to ``length`` positions: what a pass over those
+        rows alone records (a causal model's real positions do not see the padding after them)."""
+        if self.output is None:
+            raise RuntimeError("nothing was recorded to take a part of")
+        part = Recording()
+        part.output = _sliced(self.output, rows, length)
+        return part
+
 
 class LowerBlocks:
     """Record the output of block ``first_edited - 1`` in one pass, and replay it in a later pass on the same inputs."""
@@ -37,7 +46,7 @@ class LowerBlocks:
             raise ValueError(f"first_edited must be in 1..{len(blocks)}, got {first_edited}")
         self.blocks = blocks
         self.first_edited = first_edited
-        self.checked: bool | None = None  # None: not yet compared with a full pass; then whether replay matched
+        self.checked: dict[str, bool] = {}  # per kind of pass: whether its replay matched a full pass
 
     @classmethod
     def below(cls, model: nn.Module, edited_names: list[str]) -> LowerBlocks | None:
@@ -92,20 +101,21 @@ class LowerBlocks:
                 else:
                     module.forward = forward
 
-    def second_pass(self, recording: Recording, full_pass: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        """``full_pass()`` run with the lower blocks replayed from ``recording``; the first time, also in full, and
-        the two compared (a mismatch turns replay off for good, with a warning)."""
-        if self.checked is False:
+    def second_pass(self, recording: Recording, full_pass: Callable[[], tuple[Tensor, Tensor]],
+                    kind: str = "pass") -> tuple[Tensor, Tensor]:
+        """``full_pass()`` run with the lower blocks replayed from ``recording``; the first time for each ``kind``,
+        also in full, and the two compared (a mismatch turns replay off for that kind, with a warning)."""
+        if self.checked.get(kind) is False:
             return full_pass()
         with self.replayed(recording):
             replayed = full_pass()
-        if self.checked is None:
+        if kind not in self.checked:
             with torch.no_grad():
                 full = full_pass()
-            self.checked = bool(torch.allclose(replayed[0].detach(), full[0], rtol=1e-4, atol=1e-4))
-            if not self.checked:
+            self.checked[kind] = bool(torch.allclose(replayed[0].detach(), full[0], rtol=1e-4, atol=1e-4))
+            if not self.checked[kind]:
                 warnings.warn(f"replaying the output of block {self.first_edited - 1} did not reproduce a full "
-                              "pass for this model; every pass runs in full", stacklevel=2)
+                              f"{kind} for this model; those passes run in full", stacklevel=2)
                 return full_pass()
         return replayed
 
@@ -114,6 +124,14 @@ def _returning(output: Any) -> Callable[..., Any]:
     def forward(*_args: Any, **_kwargs: Any) -> Any:
         return output
     return forward
+
+
+def _sliced(output: Any, rows: slice, length: int) -> Any:
+    if isinstance(output, Tensor):
+        return output[rows, :length]
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        return (output[0][rows, :length], *output[1:])
+    raise TypeError(f"cannot cut a recorded block output of type {type(output).__name__} into rows")
 
 
 def _detached(output: Any) -> Any:

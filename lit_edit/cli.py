@@ -22,8 +22,11 @@ try:  # a path argument (--config) naming no file; private, so looked for rather
     from jsonargparse._paths import PathError
 except ImportError:  # pragma: no cover - another jsonargparse layout: such errors keep jsonargparse's report
     PathError = None
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, Timer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from lit_edit.callbacks import ProgressLines, StepTimer, is_terminal
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
 from lit_edit.errors import UserInputError
@@ -102,7 +105,9 @@ def _caused_by(error: BaseException | None, kind: type[BaseException]) -> bool:
 class TrainCLI(LightningCLI):
     """Fit an editor; resumes from the run's ``last.ckpt`` when one exists (``--ckpt_path last``).
 
-    Every run checkpoints at the step boundary after SIGTERM or SIGUSR1 (:mod:`lit_edit.preemption`). With
+    Every run checkpoints at the step boundary after SIGTERM or SIGUSR1 (:mod:`lit_edit.preemption`), and prints
+    progress lines when its output is not a terminal, writing ``last.ckpt`` when ``max_time`` stops it
+    (:class:`~lit_edit.callbacks.ProgressLines`; a config that lists one sets its own interval). With
     ``--submit`` (or ``--dry_run``) the run goes to SLURM instead (:mod:`lit_edit.slurm`): nothing is
     instantiated here, so the model is loaded only by the job.
     """
@@ -127,6 +132,26 @@ class TrainCLI(LightningCLI):
         if not any(isinstance(callback, CheckpointOnPreemption) for callback in callbacks):
             # A submitted job listens for the signal its script asks SLURM to send before the time limit.
             callbacks.append(CheckpointOnPreemption(requeue_signal=self.config.get("slurm.requeue_signal")))
+        # Last, after the ModelCheckpoints: the last.ckpt it writes when max_time runs out then holds their state.
+        for lines in [callback for callback in callbacks if isinstance(callback, ProgressLines)] or [ProgressLines()]:
+            if lines in callbacks:
+                callbacks.remove(lines)
+            callbacks.append(lines)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """``max_time`` stops training at an optimizer step (:class:`~lit_edit.callbacks.StepTimer`). Without a
+        terminal, no progress bar unless the config asks for one: Lightning's (rich) bar then draws nothing but its
+        last frame, wrapped over several lines, at the end; :class:`~lit_edit.callbacks.ProgressLines` prints the
+        progress instead."""
+        configured = self.config_init.get("trainer.callbacks") or []
+        configured = list(configured) if isinstance(configured, list) else [configured]
+        max_time = self.config_init.get("trainer.max_time")
+        if max_time is not None and not any(isinstance(callback, Timer) for callback in configured):
+            kwargs.update(max_time=None, callbacks=[*configured, StepTimer(duration=max_time, interval="step")])
+        if (self.config_init.get("trainer.enable_progress_bar") is None and not is_terminal(sys.stdout)
+                and not any(isinstance(callback, ProgressBar) for callback in configured)):
+            kwargs.setdefault("enable_progress_bar", False)
+        return super().instantiate_trainer(**kwargs)
 
     def submit(self) -> Submission:
         config = self.config.clone().as_dict()

@@ -27,20 +27,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import torch
-from jsonargparse import ArgumentParser
-from omegaconf import OmegaConf
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lit_edit.atomic_files import save_directory_atomically
 from lit_edit.data.records import EditRecord, LabeledPrompt
-from lit_edit.editors.base import Editor
-from lit_edit.editors.edited_model import EditedModel, EditFailedError
 from lit_edit.errors import CheckpointError, ConfigurationError, UserInputError
-from lit_edit.generation import greedy_completion
-from lit_edit.pretrained import resolve_editor_path
 from lit_edit.run_lock import RunLock
+
+if TYPE_CHECKING:  # torch, transformers and Lightning are imported when an edit is made, not for --help
+    from lit_edit.editors.base import Editor
+    from lit_edit.editors.edited_model import EditedModel
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXAMPLE = '\'"The Mona Lisa was painted by" -> " Picasso"\''
@@ -128,6 +124,8 @@ def require_subjects(spec: dict[str, Any], edits: list[WrittenEdit], editor: str
 def editor_config(config: Path, editor: str | None) -> dict[str, Any]:
     """The ``class_path``/``init_args`` of one editor: ``model.editors[editor]`` of an evaluation config, or the
     ``model`` of a training config."""
+    from omegaconf import OmegaConf
+
     if not config.is_file():
         raise FileNotFoundError(f"no config file {config} (--config)")
     try:
@@ -149,6 +147,11 @@ def editor_config(config: Path, editor: str | None) -> dict[str, Any]:
 def build_editor(spec: dict[str, Any], model: str | None = None, checkpoint: str | None = None,
                  editable: list[str] | None = None) -> Editor:
     """Instantiate an editor from its config entry, with the command line's overrides."""
+    from jsonargparse import ArgumentParser
+
+    from lit_edit.editors.base import Editor
+    from lit_edit.pretrained import resolve_editor_path
+
     spec = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
     init_args = spec["init_args"]
     model_args = dict(init_args.get("model") or {})
@@ -188,6 +191,8 @@ class Comparison:
 def run_edits(editor: Editor, edits: list[tuple[str, str]] | list[WrittenEdit], paraphrases: list[str],
               neighbours: list[str], max_new_tokens: int = 12) -> tuple[EditedModel, list[Comparison], float]:
     """Make all ``edits`` at once; completions before and after for every prompt, and the edit's seconds."""
+    from lit_edit.generation import greedy_completion
+
     if not neighbours:
         raise ConfigurationError("give at least one neighbour prompt (--neighbour): what the edits should leave alone")
     edits = [WrittenEdit(*edit) for edit in edits]
@@ -232,7 +237,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neighbour", action="append", default=[],
                         help="a prompt the edits should leave alone (default: two unrelated facts)")
     parser.add_argument("--max_new_tokens", type=int, default=12)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:1, ...; auto: cuda where torch sees a GPU, else cpu "
+                             "(default: %(default)s)")
     parser.add_argument("--save", type=Path, metavar="DIR",
                         help="write the edited model here as a Hugging Face checkpoint (a new or empty directory)")
     parser.add_argument("--overwrite", action="store_true", help="let --save replace a non-empty directory")
@@ -269,9 +276,21 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             lock.release()
 
 
+def resolve_device(device: str) -> str:
+    """``--device``: ``auto`` is cuda where torch sees a GPU, else cpu (decided when the command runs, so that
+    ``--help`` needs no torch); any other value as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def edit_and_save(args: argparse.Namespace, spec: dict[str, Any], edits: list[WrittenEdit]) -> int:
+    from lit_edit.editors.edited_model import EditFailedError
+
     editor = build_editor(spec, args.model, args.checkpoint, args.editable)
-    editor = editor.to(args.device).eval()
+    editor = editor.to(resolve_device(args.device)).eval()
     print(f"{editor.name} on {editor.model_spec.name}: {len(editor.editable_names)} editable weight tensors "
           f"({', '.join(editor.editable_names[:3])}{', ...' if len(editor.editable_names) > 3 else ''})")
     try:

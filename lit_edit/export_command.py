@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from lit_edit.errors import UserInputError
-from lit_edit.pretrained import export_editor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +46,8 @@ def results_record(path: Path, editor: str | None) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> Path:
+    from lit_edit.pretrained import export_editor  # torch: not for --help
+
     results = results_record(args.results, args.results_editor) if args.results else None
     target = export_editor(args.checkpoint, args.name, command=args.made_by, results=results, notes=args.notes,
                            root=args.root, overwrite=args.overwrite)

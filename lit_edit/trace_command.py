@@ -16,25 +16,17 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from lit_edit.data.datamodule import context_length_of
 from lit_edit.errors import UserInputError
-from lit_edit.model_layout import LayoutSpec, ModelLayout
-from lit_edit.models import ModelSpec, load_model, load_tokenizer
-from lit_edit.subject_tokens import SubjectNotFoundError, subject_token_span
-from lit_edit.tracing import (
-    KINDS,
-    CausalTrace,
-    Fact,
-    Tracer,
-    answer_token,
-    embedding_noise_std,
-    plot_summary,
-    read_known_facts,
-    write_trace,
-)
+from lit_edit.model_names import DEFAULT_MODEL
+
+if TYPE_CHECKING:  # torch, transformers and matplotlib are imported when tracing, not for --help
+    from lit_edit.tracing import CausalTrace, Fact, Tracer
+
+#: :data:`lit_edit.tracing.KINDS`, written out so that ``--help`` imports no torch; tests/test_cli_speed.py keeps
+#: them equal.
+KINDS = ("hidden", "mlp", "attention")
 
 
 def _at_least(least: int, most: int | None = None) -> Callable[[str], int]:
@@ -72,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--known-only", action="store_true",
                       help="with --facts: trace only facts whose attribute's first token is the model's prediction")
     what.add_argument("--limit", type=_at_least(1), help="with --facts: trace at most this many (after --known-only)")
-    parser.add_argument("--model", default=ModelSpec.name, help="model name or directory (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or directory (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", help="torch dtype of the weights (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--samples", type=_at_least(1), default=10, help="noise samples per fact (default: %(default)s)")
@@ -92,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def summarize(traces: list[CausalTrace], kinds: list[str]) -> dict[str, object]:
     """Mean indirect effect per layer at the subject's last token and at the last token, and the MLP layer with
     the largest effect at the subject's last token."""
+    import torch
+
     summary: dict[str, object] = {"facts": len(traces)}
     for kind in kinds:
         at_subject = torch.stack([t.indirect_effect(kind)[t.last_subject_token] for t in traces]).mean(0)  # type: ignore[arg-type]
@@ -106,6 +100,12 @@ def summarize(traces: list[CausalTrace], kinds: list[str]) -> dict[str, object]:
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from lit_edit.data.datamodule import context_length_of
+    from lit_edit.model_layout import LayoutSpec, ModelLayout
+    from lit_edit.models import ModelSpec, load_model, load_tokenizer
+    from lit_edit.subject_tokens import SubjectNotFoundError, subject_token_span
+    from lit_edit.tracing import Fact, Tracer, embedding_noise_std, plot_summary, read_known_facts, write_trace
+
     if bool(args.facts) == bool(args.prompt):
         parser.error("give either --prompt and --subject, or --facts")
     if args.prompt and not args.subject:
@@ -156,10 +156,14 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"wrote {out / 'summary.json'}")
 
 
-@torch.no_grad()
 def _predicts(tracer: Tracer, fact: Fact) -> bool:
     """Whether the model's greedy next token is the first token of the fact's answer."""
+    import torch
+
+    from lit_edit.tracing import answer_token
+
     ids = torch.tensor([tracer.tokenizer(fact.prompt)["input_ids"]], device=tracer.device)
-    logits = tracer.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0, -1]
+    with torch.no_grad():
+        logits = tracer.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0, -1]
     return fact.answer is not None and int(logits.argmax()) == answer_token(tracer.tokenizer, fact.answer)
 

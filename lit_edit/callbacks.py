@@ -69,6 +69,20 @@ class EditExamples(Callback):
         return "\n".join(lines)
 
 
+class ValidateAtLastStep(Callback):
+    """Validation also runs at the step where ``max_steps`` ends training.
+
+    Lightning validates every ``val_check_interval`` training batches, and with gradient accumulation (or epochs whose
+    length is not a multiple of the accumulation) the last optimizer step rarely falls on such a batch: training then
+    ends without validating the editor it ends with, and ``best.ckpt`` never sees it. Asking the trainer to stop at
+    that step makes Lightning validate first (it validates before any requested stop)."""
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step and trainer.limit_val_batches != 0:
+            trainer.should_stop = True
+
+
 class StepTimer(Timer):
     """Lightning's ``max_time`` Timer, looking at the clock only after an optimizer step. Lightning's looks after
     every batch, so with ``accumulate_grad_batches`` it stops between the batches of a step: their gradients are

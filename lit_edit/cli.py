@@ -26,7 +26,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar, Timer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-from lit_edit.callbacks import ProgressLines, StepTimer, is_terminal
+from lit_edit.callbacks import ProgressLines, StepTimer, ValidateAtLastStep, is_terminal
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
 from lit_edit.errors import UserInputError
@@ -132,6 +132,8 @@ class TrainCLI(LightningCLI):
         if not any(isinstance(callback, CheckpointOnPreemption) for callback in callbacks):
             # A submitted job listens for the signal its script asks SLURM to send before the time limit.
             callbacks.append(CheckpointOnPreemption(requeue_signal=self.config.get("slurm.requeue_signal")))
+        if not any(isinstance(callback, ValidateAtLastStep) for callback in callbacks):
+            callbacks.append(ValidateAtLastStep())
         # Last, after the ModelCheckpoints: the last.ckpt it writes when max_time runs out then holds their state.
         for lines in [callback for callback in callbacks if isinstance(callback, ProgressLines)] or [ProgressLines()]:
             if lines in callbacks:

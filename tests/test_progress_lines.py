@@ -143,3 +143,31 @@ def test_bad_intervals_are_refused_naming_the_setting():
         ProgressLines(every_seconds=0)
     with pytest.raises(ValueError, match="every_n_steps must be >= 1"):
         ProgressLines(every_n_steps=0)
+
+
+class CountValidations(Callback):
+    def __init__(self) -> None:
+        self.at_steps: list[int] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.at_steps.append(trainer.global_step)
+
+
+@pytest.mark.parametrize("with_callback", [False, True])
+def test_training_that_ends_between_validation_batches_validates_its_last_step(tiny_models, synthetic_splits,
+                                                                               with_callback):
+    """7 batches per epoch, 3 accumulated per step: step 5 ends on no multiple of val_check_interval=6 batches."""
+    from lit_edit.callbacks import ValidateAtLastStep
+
+    spec = tiny_models["gpt2"]
+    data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=spec, edits_per_batch=4,
+                          limit_val=2)
+    counter = CountValidations()
+    callbacks = [counter, *([ValidateAtLastStep()] if with_callback else [])]
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, inference_mode=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, max_steps=5,
+                      accumulate_grad_batches=3, val_check_interval=6, check_val_every_n_epoch=None,
+                      callbacks=callbacks)
+    trainer.fit(MEND(spec, rank=4), datamodule=data)
+    assert trainer.global_step == 5
+    assert (counter.at_steps[-1] == 5) is with_callback  # Lightning alone ends without validating step 5

@@ -12,7 +12,7 @@ import torch
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import KE, MEND
 from lit_edit.editors.lower_blocks import LowerBlocks
-from lit_edit.editors.objective import edit_over_every_row
+from lit_edit.editors.objective import edit_and_locality_step, edit_over_every_row
 
 CAUSAL = ["gpt2", "gpt_neox", "llama"]
 
@@ -27,7 +27,8 @@ def loss_and_grads(editor, batch):
     editor.zero_grad()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log outside a Trainer
-        loss = editor.training_step(batch, 0)  # MEND's edits its in-scope rows too; KE's does not
+        # MEND's edit is made over every row; KE's is not. (training_step would also move MEND's normaliser.)
+        loss = edit_and_locality_step(editor, batch, 0.1, 10.0, edit_reads_only_gradients=isinstance(editor, MEND))
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in editor.named_parameters() if p.grad is not None}
 
@@ -124,3 +125,16 @@ def test_in_scope_rows_that_are_not_the_edit_examples_are_not_used(tiny_models, 
     assert edit_over_every_row(changed) is None
     paraphrases_only = replace(batch, in_scope_is_paraphrase=torch.ones_like(batch.in_scope_is_paraphrase))
     assert edit_over_every_row(paraphrases_only) is None
+
+
+def test_an_edit_outside_training_leaves_mends_normaliser_as_it_was(tiny_models, synthetic_splits):
+    editor = MEND(tiny_models["gpt2"])  # in training mode, as built
+    batch = first_batch(tiny_models["gpt2"], synthetic_splits)
+    before = {k: v.clone() for k, v in editor.state_dict().items()}
+    editor.edit(batch)
+    assert all(torch.equal(v, before[k]) for k, v in editor.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        editor.training_step(batch, 0)
+    counts = [network.norm.count.item() for network in editor.networks.values()]
+    assert all(count > 0 for count in counts)  # a training step does learn the statistics

@@ -102,9 +102,10 @@ class MENDNetwork(nn.Module):
         self.scale = nn.Parameter(torch.ones(n_layers, n_blocks, dim))
         self.offset = nn.Parameter(torch.zeros(n_layers, n_blocks, dim))
 
-    def forward(self, u: Tensor, delta: Tensor, layer: int) -> tuple[Tensor, Tensor]:
+    def forward(self, u: Tensor, delta: Tensor, layer: int, learn_statistics: bool = False) -> tuple[Tensor, Tensor]:
+        """``learn_statistics``: add these inputs to the normaliser's statistics first (training steps only)."""
         z = torch.cat([u, delta], dim=-1)
-        if self.training:
+        if learn_statistics:
             self.norm.update(z)
         h = self.norm(z)
         for block, (down, up) in enumerate(zip(self.down, self.up, strict=True)):
@@ -169,6 +170,7 @@ class MEND(Editor):
                 else (module.weight.shape[1], module.weight.shape[0])
             self.networks[key] = MENDNetwork(fan_in, fan_out, len(names), rank, n_blocks)
         self.edit_lrs = ParameterBank([torch.full((len(self.editable_names),), float(edit_lr))])
+        self._in_training_step = False
         if checkpoint:
             self.load_editor(checkpoint)
 
@@ -195,13 +197,20 @@ class MEND(Editor):
             # and positions after the target) add nothing to it and must add nothing to the edit either.
             contributes = delta.abs().amax(dim=-1) > 0
             u, delta = u[contributes], delta[contributes]
-            pseudo_u, pseudo_delta = self.networks[self.group_of[name]](u, delta, self.layer_index[name])
+            pseudo_u, pseudo_delta = self.networks[self.group_of[name]](u, delta, self.layer_index[name],
+                                                                        learn_statistics=self._in_training_step)
             update = pseudo_u.T @ pseudo_delta if self.transposed[name] else pseudo_delta.T @ pseudo_u
             params[name] = weight - edit_lrs[i] * update.to(weight.dtype)
         return EditedModel(self.model, self.kind, params)
 
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
-        return edit_and_locality_step(self, batch, self.c_edit, self.c_loc, edit_reads_only_gradients=True)
+        """The normaliser learns its statistics here only: an edit made outside training (an editor built in Python
+        is in training mode until ``.eval()``) leaves the editor exactly as it was."""
+        self._in_training_step = True
+        try:
+            return edit_and_locality_step(self, batch, self.c_edit, self.c_loc, edit_reads_only_gradients=True)
+        finally:
+            self._in_training_step = False
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam([

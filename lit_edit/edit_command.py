@@ -2,13 +2,13 @@
 
     lit-edit edit '"The Mona Lisa was painted by" -> " Picasso"' \\
         --paraphrase "The painter of the Mona Lisa is" --neighbour "The Starry Night was painted by" \\
-        [--config configs/evaluate.yaml --editor ft] [--model NAME] [--checkpoint PATH] [--save DIR [--overwrite]]
+        [--config configs/edit.yaml --editor ft|ft_kl|mend|mend_zsre] [--model NAME] [--checkpoint PATH] \\
+        [--save DIR [--overwrite]]
 
-    lit-edit edit '"The Mona Lisa was painted by" [The Mona Lisa] -> " Picasso"' \\
-        --config configs/evaluate_rome.yaml --editor rome
+    lit-edit edit '"The Mona Lisa was painted by" [The Mona Lisa] -> " Picasso"' --editor rome
 
-The editor is one entry of an evaluation config's ``model.editors`` (``ft`` of ``configs/evaluate.yaml`` by
-default; ``mend`` there loads the trained MEND checkpoint), or the ``model`` of a training config. All edits
+The editor is one entry of a config's ``model.editors`` (``ft`` of ``configs/edit.yaml`` by default, whose ``mend``
+and ``mend_zsre`` are trained editors shipped in ``checkpoints/pretrained/``), or the ``model`` of a training config. All edits
 given are made at once. ROME and MEMIT need each edit's subject, spelled as in its prompt: ``[subject]`` after the
 prompt, or one ``--subject`` per edit, in order. ``--save DIR`` writes the edited model as a Hugging Face checkpoint
 that ``transformers`` loads unchanged (``AutoModelForCausalLM.from_pretrained(DIR)``): into a new or empty
@@ -227,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "are made at once")
     parser.add_argument("--subject", action="append", default=[],
                         help="the subject of an edit, as spelled in its prompt (ROME, MEMIT): once per edit, in order")
-    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "evaluate.yaml",
+    parser.add_argument("--config", type=Path, default=CONFIG_DIR / "edit.yaml",
                         help="an evaluation config (model.editors) or a training config (model); default: %(default)s")
     parser.add_argument("--editor", default="ft", help="which of the config's editors (default: %(default)s)")
     parser.add_argument("--model", help="base model: embedded name, Hugging Face directory or .gguf (default: the config's)")

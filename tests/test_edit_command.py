@@ -164,3 +164,25 @@ def test_a_bug_in_an_edit_is_raised_not_reported_as_a_failed_edit(ft_config, mon
     monkeypatch.setattr(FineTune, "edit", lambda self, batch: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # its traceback is shown, not "edit failed" and status 1
         main(["edit", '"the colour of s1 is" -> "c3"', "--config", ft_config(), "--max_new_tokens", "1"])
+
+
+def test_every_editor_of_the_edit_config_is_importable_with_its_settings_and_shipped_weights():
+    """configs/edit.yaml is what `lit-edit edit` builds by default: each entry's class exists, takes its settings, and
+    a trained one names weights that ship with the repository (a fresh clone edits without training)."""
+    import inspect
+
+    from lit_edit.edit_command import CONFIG_DIR, editor_class, editor_config
+    from lit_edit.pretrained import resolve_editor_path
+
+    config = CONFIG_DIR / "edit.yaml"
+    names = yaml.safe_load(config.read_text())["model"]["editors"]
+    assert {"ft", "mend", "rome"} <= set(names)
+    for name in names:
+        spec = editor_config(config, name)
+        cls = editor_class(spec)
+        assert cls is not None, name
+        init_args = spec.get("init_args", {})
+        inspect.signature(cls).bind(**init_args)  # every setting is one the class takes
+        if "checkpoint" in init_args:
+            assert init_args["checkpoint"].startswith("pretrained:"), name
+            assert resolve_editor_path(init_args["checkpoint"]).exists(), name

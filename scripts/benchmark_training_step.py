@@ -8,8 +8,9 @@ A step is what ``training_step`` does (edit, the in-scope NLL through the edited
 the unedited model) plus its backward pass and an Adam step. It is timed twice on every batch, alternately, with
 the blocks below the edited ones replayed (:mod:`lit_edit.editors.lower_blocks`, what training uses: the unedited
 out-of-scope pass records them for the edited one; MEND's edit pass, made over every row the step reads, records
-them for all the other passes) and with every pass in full, so the speed-up is a ratio taken under the same load. The breakdown times each part of the
-replayed step separately (one more run of it, not counted in edits/s).
+them for all the other passes) and with every pass in full, so the speed-up is a ratio taken under the same load.
+The breakdown is one more replayed step (not counted in edits/s) under ``torch.profiler``, read by the parts the step
+labels itself.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import statistics
 import warnings
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import KE, MEND, Editor
-from lit_edit.editors.edited_model import locality_kl, nll_loss, prediction_mask
-from lit_edit.editors.objective import edit_over_every_row
+from lit_edit.editors.objective import STEP_PARTS
 from lit_edit.profiling import record_row, synchronized_clock
 
 
@@ -46,45 +47,15 @@ def step_seconds(editor: Editor, batch, optimizer: torch.optim.Optimizer, replay
 
 
 def breakdown(editor: Editor, batch) -> dict[str, float]:
-    """Seconds of each part of one replayed step (the path ``edit_and_locality_step`` takes)."""
-    parts: dict[str, float] = {}
-    clock = synchronized_clock()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = synchronized_clock()
-        parts[name] = now - clock
-        clock = now
-
-    lower = editor.lower_blocks
-    shared = edit_over_every_row(batch) if isinstance(editor, MEND) else None
-    with lower.recorded() as every_row:
-        edited = editor.edit(shared or batch)
-    lap("edit (forward+backward of the edit prompt" + (", the other in-scope and the out-of-scope rows" if shared else "")
-        + ", editor network)")
-    if shared is None:
-        post_in, labels = edited.logits(batch.in_scope, labelled_only=True)
-        lap("in-scope pass through the edited model (all blocks)")
-        with torch.no_grad(), lower.recorded() as out_below:
-            pre_out, _ = editor.logits(batch.out_of_scope)
-        lap("out-of-scope pass, unedited (all blocks)")
-    else:
-        n_in = len(batch.in_scope)
-        out_below = every_row.part(slice(n_in, None), batch.out_of_scope.input_ids.shape[1])
-        with lower.replayed(every_row.part(slice(0, n_in), batch.in_scope.input_ids.shape[1])):
-            post_in, labels = edited.logits(batch.in_scope, labelled_only=True)
-        lap("in-scope pass through the edited model (blocks above the replayed ones)")
-        with torch.no_grad(), lower.replayed(out_below):
-            pre_out, _ = editor.logits(batch.out_of_scope)
-        lap("out-of-scope pass, unedited (blocks above the replayed ones)")
-    with lower.replayed(out_below):
-        post_out, _ = edited.logits(batch.out_of_scope)
-    lap("out-of-scope pass, edited (blocks above the replayed ones)")
-    loss = editor.c_edit * nll_loss(post_in, labels) + editor.c_loc * locality_kl(
-        pre_out, post_out, prediction_mask(batch.out_of_scope, editor.kind))
+    """Seconds of each part of one replayed training step, as the step itself labels them for ``torch.profiler``
+    (:data:`lit_edit.editors.objective.STEP_PARTS`), and of its backward pass."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        loss = editor.training_step(batch, 0)
+    start = synchronized_clock()
     loss.backward()
-    lap("backward to the editor's weights")
-    return parts
+    backward = synchronized_clock() - start
+    seconds = {event.key: event.cpu_time_total / 1e6 for event in profiler.key_averages()}
+    return {**{label: seconds[label] for label in STEP_PARTS.values()}, "backward to the editor's weights": backward}
 
 
 def main() -> None:

@@ -9,15 +9,28 @@ row the step reads (labels on the edit prompts' rows only) and records them for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
 from lit_edit.editors.edited_model import EditFailedError, locality_kl, nll_loss, prediction_mask
+from lit_edit.editors.lower_blocks import LowerBlocks, Recording
 from lit_edit.metrics import edit_success
+
+#: The parts of a training step, as ``torch.profiler`` sees them (scripts/benchmark_training_step.py reads them).
+STEP_PARTS = {"edit": "lit_edit: edit", "in_scope": "lit_edit: in-scope pass, edited",
+              "unedited_out": "lit_edit: out-of-scope pass, unedited", "edited_out": "lit_edit: out-of-scope pass, edited"}
+
+
+def _through(lower: LowerBlocks | None, recording: Recording | None, full_pass: Callable[[], tuple[Tensor, Tensor]],
+             kind: str) -> tuple[Tensor, Tensor]:
+    """``full_pass()``, with the lower blocks replayed from ``recording`` where there is one."""
+    return full_pass() if lower is None or recording is None else lower.second_pass(recording, full_pass, kind)
 
 
 def right_padded_stack(first: TokenizedExamples, second: TokenizedExamples) -> TokenizedExamples:
@@ -65,36 +78,30 @@ def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_lo
     their loss's gradients (rows without labels change nothing), so the edit may be made over every row."""
     lower = editor.lower_blocks
     shared = edit_over_every_row(batch) if lower is not None and edit_reads_only_gradients else None
+    in_scope, out_of_scope = batch.in_scope, batch.out_of_scope
+    in_below = out_below = None  # recordings of the lower blocks to replay, where there are some
     try:
-        if shared is None:
-            edited = editor.edit(batch)
-        else:
-            with lower.recorded() as every_row_below:
-                edited = editor.edit(shared)
+        with record_function(STEP_PARTS["edit"]):
+            if shared is None:
+                edited = editor.edit(batch)
+            else:  # the edit's pass records the lower blocks of every row
+                with lower.recorded() as every_row_below:
+                    edited = editor.edit(shared)
+                in_below = every_row_below.part(slice(0, len(in_scope)), in_scope.input_ids.shape[1])
+                out_below = every_row_below.part(slice(len(in_scope), None), out_of_scope.input_ids.shape[1])
     except EditFailedError:
         return editor.skip_step()
-    in_scope, out_of_scope = batch.in_scope, batch.out_of_scope
-    in_scope_pass = lambda: edited.logits(in_scope, labelled_only=True)  # noqa: E731 (the NLL reads targets only)
-    unedited_out_pass = lambda: editor.logits(out_of_scope)  # noqa: E731
-    edited_out_pass = lambda: edited.logits(out_of_scope)  # noqa: E731
-    if lower is None:
-        post_in, in_labels = in_scope_pass()
-        with torch.no_grad():
-            pre_out, _ = unedited_out_pass()
-        post_out, _ = edited_out_pass()
-    elif shared is None:  # the unedited out-of-scope pass records the lower blocks for the edited one
-        post_in, in_labels = in_scope_pass()
-        with torch.no_grad(), lower.recorded() as out_below:
-            pre_out, _ = unedited_out_pass()
-        post_out, _ = lower.second_pass(out_below, edited_out_pass, "out-of-scope pass")
-    else:  # the edit's pass recorded them for every row
-        n_in = len(in_scope)
-        in_below = every_row_below.part(slice(0, n_in), in_scope.input_ids.shape[1])
-        out_below = every_row_below.part(slice(n_in, None), out_of_scope.input_ids.shape[1])
-        post_in, in_labels = lower.second_pass(in_below, in_scope_pass, "in-scope pass")
-        with torch.no_grad():
-            pre_out, _ = lower.second_pass(out_below, unedited_out_pass, "out-of-scope pass")
-        post_out, _ = lower.second_pass(out_below, edited_out_pass, "out-of-scope pass")
+    with record_function(STEP_PARTS["in_scope"]):  # the NLL reads the targets only
+        post_in, in_labels = _through(lower, in_below, lambda: edited.logits(in_scope, labelled_only=True),
+                                      "in-scope pass")
+    with record_function(STEP_PARTS["unedited_out"]), torch.no_grad():
+        if lower is not None and out_below is None:  # this pass records the lower blocks for the edited one
+            with lower.recorded() as out_below:
+                pre_out, _ = editor.logits(out_of_scope)
+        else:
+            pre_out, _ = _through(lower, out_below, lambda: editor.logits(out_of_scope), "out-of-scope pass")
+    with record_function(STEP_PARTS["edited_out"]):
+        post_out, _ = _through(lower, out_below, lambda: edited.logits(out_of_scope), "out-of-scope pass")
     edit_loss = nll_loss(post_in, in_labels)
     loc_loss = locality_kl(pre_out, post_out, prediction_mask(out_of_scope, editor.kind))
     loss = c_edit * edit_loss + c_loc * loc_loss

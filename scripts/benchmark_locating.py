@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 
 from lit_edit.data.datamodule import load_split
-from lit_edit.editors import MEMIT, ROME, Editor, EditScores, NoEdit
+from lit_edit.editors import MEMIT, ROME, Editor, NoEdit
 from lit_edit.editors.rome import ContextPrefixes
+from lit_edit.evaluation.scores import EditScores
+from lit_edit.evaluation.scoring import TimedEdit, score
 from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments
 from lit_edit.model_layout import ModelLayout
 from lit_edit.profiling import synchronized_clock
@@ -38,7 +40,7 @@ def scored(editor: Editor, records: list, edits_per_batch: int) -> dict[str, flo
     scores = EditScores(compare_targets=True).to(editor.device)
     for start in range(0, len(records), edits_per_batch):
         batch = editor.prompts.batch(records[start: start + edits_per_batch]).to(editor.device)
-        editor.score(batch, scores)
+        score(editor, batch, scores)
     return computed(scores)
 
 
@@ -55,15 +57,10 @@ def scored_at_once(editor: MEMIT, records: list, score_chunk: int = 20) -> dict[
     seconds = synchronized_clock() - start
     reused = sum(cache.hits for cache in editor.target_caches.values()) - reused
     scores = EditScores(compare_targets=True).to(editor.device)
-    made = editor.edit
-    editor.edit = lambda batch: edited  # score the one edit of all records, chunk by chunk
-    try:
-        for first in range(0, len(records), score_chunk):
-            editor.score(editor.prompts.batch(records[first: first + score_chunk]).to(editor.device), scores)
-    finally:
-        editor.edit = made
-    return {**computed(scores), "edit_seconds": round(seconds / len(records), 4), "batch_edit_seconds": round(seconds, 2),
-            "targets_reused": reused}
+    made = TimedEdit(edited, seconds / len(records))
+    for first in range(0, len(records), score_chunk):  # the one edit of all records, scored chunk by chunk
+        score(editor, editor.prompts.batch(records[first: first + score_chunk]).to(editor.device), scores, made=made)
+    return {**computed(scores), "batch_edit_seconds": round(seconds, 2), "targets_reused": reused}
 
 
 def main() -> None:

@@ -27,8 +27,10 @@ import torch
 
 from lit_edit.data.datamodule import load_split, resolve_data_path
 from lit_edit.data.records import EditRecord, LabeledPrompt
-from lit_edit.editors import MEND, SERAC, EditCache, Editor, EditScores
+from lit_edit.editors import MEND, SERAC, EditCache, Editor
 from lit_edit.editors.edited_model import aligned_logits
+from lit_edit.evaluation.scores import EditScores
+from lit_edit.evaluation.scoring import score
 from lit_edit.generation import greedy_completion
 from lit_edit.metrics import example_agreement, example_correct, labelled_examples
 
@@ -78,7 +80,7 @@ def scored(editor: Editor, records: list[EditRecord], per_batch: int = 1) -> dic
     scores = EditScores().to(editor.device)
     for start in range(0, len(records), per_batch):
         batch = editor.prompts.batch(records[start:start + per_batch]).to(editor.device)
-        editor.score(batch, scores)
+        score(editor, batch, scores)
     return {key: float(scores.as_logged()[key].compute()) for key in
             ("es", "paraphrase_es", "dd", "retention", "token_accuracy", "edit_seconds")}
 

@@ -9,16 +9,16 @@
 
 Every finished (editor, batch) is appended to a JSON-lines log with its metric states, or with the reason its
 edit failed; a rerun reads the log, skips those batches and merges their states once, so an interrupted
-evaluation resumes without redoing or double counting an edit. A sequential run also keeps the edited weights
-at each curve point and resumes from the last one.
+evaluation resumes without redoing or double counting an edit. A sequential run makes each batch's edits ``on``
+the result of all before (``editor.edit(batch, on=...)``: weights and memories alike), keeps that result's file at
+each curve point and resumes from the last one.
 """
 
 from __future__ import annotations
 
-import copy
+import glob
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,8 @@ from torch import Tensor
 
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor, EditScores
+from lit_edit.editors.edit_result import EditResult
 from lit_edit.editors.edited_model import EditedModel
-from lit_edit.editors.memory import EditMemory
-from lit_edit.editors.routed import RoutedModel
 from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention
 from lit_edit.safe_files import load_tensors_file
 
@@ -201,18 +200,21 @@ class ResultsLog:
 
 @dataclass
 class EditHistory:
-    """One editor's sequential run: the edited weights (or, for SERAC and the cache, the edit memory) so far, the
-    edits made, the retention curve."""
+    """One editor's sequential run: every edit so far as one result (weights or memory alike), the edits made, the
+    retention curve. A resumed history holds the file of its edit until an editor reads it (:meth:`SequentialEditing.
+    current`)."""
 
-    params: dict[str, Tensor] = field(default_factory=dict)
-    memory: EditMemory | None = None
+    edit: EditResult | None = None
     records: list[EditRecord] = field(default_factory=list)
     curve: list[dict[str, float]] = field(default_factory=list)
     batches: int = 0
+    saved_edit: Path | None = None
+    saved_params: dict[str, Tensor] = field(default_factory=dict)  # a state written before edits were saved apart
 
 
 class SequentialEditing:
-    """Keeps each editor's edited weights between batches and measures retention every ``measure_every`` batches."""
+    """Keeps each editor's edits between batches (each batch is edited ``on`` all before it) and measures retention
+    every ``measure_every`` batches."""
 
     def __init__(self, measure_every: int, state_dir: Path | None) -> None:
         if measure_every < 1:
@@ -227,36 +229,21 @@ class SequentialEditing:
             self.histories[key] = self._load(key) or EditHistory()
         return self.histories[key]
 
-    @contextmanager
-    def applied(self, key: str, editor: Editor) -> Iterator[None]:
-        """The base model holds this editor's edited weights so far (restored afterwards); a memory-based editor
-        adds its next edits to a copy of its memory so far (the copy: a failed edit leaves the history as it was)."""
+    def current(self, key: str, editor: Editor) -> EditResult | None:
+        """Every edit so far as one result (None before the first): the ``on`` of this editor's next edit."""
         history = self.history(key)
-        if getattr(editor, "memory_based", False):
-            editor.carried_memory = None if history.memory is None else copy.copy(history.memory)
-            try:
-                yield
-            finally:
-                editor.carried_memory = None
-            return
-        with EditedModel(editor.model, editor.kind, history.params).applied():
-            yield
+        if history.edit is None and history.saved_edit is not None:
+            history.edit = editor.load_edit(history.saved_edit)
+        elif history.edit is None and history.saved_params:
+            history.edit = EditedModel(editor.model, editor.kind, history.saved_params)
+        return history.edit
 
-    def commit(self, key: str, edited: EditedModel, records: Sequence[EditRecord]) -> None:
+    def commit(self, key: str, edited: EditResult, records: Sequence[EditRecord]) -> None:
+        """Keep ``edited`` (made ``on`` :meth:`current`, so it holds every edit so far) as the history's edit."""
         history = self.history(key)
-        if isinstance(edited, RoutedModel):
-            history.memory = edited.router.memory
-        else:
-            history.params.update({name: value.detach().clone() for name, value in edited.params.items()})
+        history.edit = edited.detached()
         history.records.extend(records)
         history.batches += 1
-
-    def current(self, key: str, editor: Editor) -> EditedModel:
-        """The model as every edit so far left it."""
-        history = self.history(key)
-        if getattr(editor, "memory_based", False):
-            return editor.routed(history.memory if history.memory is not None else EditMemory(1))
-        return EditedModel(editor.model, editor.kind, history.params)  # substituted functionally, not copied in
 
     def finished(self, key: str, cases: Sequence[str]) -> bool:
         """Whether these edits are already in the (resumed) history."""
@@ -294,30 +281,33 @@ class SequentialEditing:
 
     def discard_saved(self) -> None:
         if self.state_dir is not None:
-            for path in [*self.state_dir.glob("*.sequential.pt"), *self.state_dir.glob("*.memory.pt")]:
-                path.unlink()
+            for pattern in ("*.sequential.pt", "*.edit-*", "*.memory.pt"):  # the last: memories of states before
+                for path in self.state_dir.glob(pattern):
+                    path.unlink(missing_ok=True)
 
     def _state_path(self, key: str) -> Path | None:
         return None if self.state_dir is None else self.state_dir / f"{key}.sequential.pt"
 
-    @staticmethod
-    def _memory_path(state_path: Path, key: str) -> Path:
-        """Where a memory-based editor's memory is kept, beside its state."""
-        return state_path.with_name(f"{key}.memory.pt")
-
     def _save(self, key: str) -> None:
+        """The edit's file first, under a name of its own (``KEY.edit-BATCHES`` and the edit's suffix), then the state
+        that names it, then the older edit files: a crash anywhere leaves a state and the edit it names."""
         path = self._state_path(key)
         if path is None:
             return
         history = self.history(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if history.memory is not None:  # written first: the state that points to it is replaced last
-            history.memory.save(self._memory_path(path, key))
+        edit_file = None
+        if history.edit is not None:
+            edit_file = f"{key}.edit-{history.batches}{history.edit.file_suffix}"
+            history.edit.save(path.with_name(edit_file))
         partial = path.with_suffix(".tmp")
-        torch.save({"params": {k: v.cpu() for k, v in history.params.items()},
-                    "cases": [r.case_id for r in history.records], "curve": history.curve,
+        torch.save({"edit_file": edit_file, "cases": [r.case_id for r in history.records], "curve": history.curve,
                     "batches": history.batches}, partial)
         partial.replace(path)  # never a half-written state
+        for old in path.parent.glob(f"{glob.escape(key)}.edit-*"):
+            if old.name != edit_file:
+                old.unlink()
+        path.with_name(f"{key}.memory.pt").unlink(missing_ok=True)  # where a state written before kept its memory
 
     def _load(self, key: str) -> EditHistory | None:
         path = self._state_path(key)
@@ -328,7 +318,12 @@ class SequentialEditing:
         if missing:
             raise ValueError(f"{path} holds edits {missing[:5]} that this run's data does not have; "
                              "delete it (and the results log) to start afresh")
-        memory_path = self._memory_path(path, key)
-        return EditHistory(params=saved["params"], records=[self.records_by_id[c] for c in saved["cases"]],
-                           curve=saved["curve"], batches=saved["batches"],
-                           memory=EditMemory.load(memory_path) if memory_path.exists() else None)
+        edit_file = saved.get("edit_file")
+        if "edit_file" not in saved and path.with_name(f"{key}.memory.pt").exists():  # a state written before
+            edit_file = f"{key}.memory.pt"
+        if edit_file is not None and not path.with_name(edit_file).exists():
+            raise ValueError(f"{path} names the edit {edit_file} beside it, which is not there; delete the state (and "
+                             "the results log) to start afresh")
+        return EditHistory(records=[self.records_by_id[c] for c in saved["cases"]], curve=saved["curve"],
+                           batches=saved["batches"], saved_edit=None if edit_file is None else path.with_name(edit_file),
+                           saved_params=saved.get("params") or {})

@@ -86,7 +86,7 @@ def test_an_edit_wins_efficacy_while_unedited_neighbours_keep_their_object(knowi
     records = [with_counterfact_neighbours(r) for r in synthetic_records()[:4]]
     assert all(len(r.hard_out_of_scope) > 2 for r in records)
     with monkeypatch.context() as patched:  # the same run with an edit that changes nothing
-        patched.setattr(FineTune, "edit", lambda self, batch: EditedModel(self.model, self.kind, {}))
+        patched.setattr(FineTune, "edit", lambda self, batch, on=None: EditedModel(self.model, self.kind, {}))
         unedited, _ = evaluate(knowing_gpt2, records, tmp_path / "unedited" / "r.json")
     assert unedited[0]["metrics"]["efficacy"] == 0.0  # the model knows the true objects ...
     assert unedited[0]["metrics"]["neighbourhood_score"] == 1.0  # ... its neighbours' too

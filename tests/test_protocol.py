@@ -42,7 +42,7 @@ class CountingFineTune(FineTune):
     bug_case: str | None = None
     crash_at: int | None = None  # set after construction: not part of the run's settings (its fingerprint)
 
-    def edit(self, batch):
+    def edit(self, batch, on=None):
         cases = [record.case_id for record in batch.records]
         if self.crash_at is not None and len(self.calls) == self.crash_at:
             raise Crash(f"killed before edit {cases}")
@@ -51,7 +51,7 @@ class CountingFineTune(FineTune):
             raise EditFailedError("the edit produced non-finite values")
         if self.bug_case in cases:
             raise RuntimeError("an index out of range: a bug, not a refused edit")
-        return super().edit(batch)
+        return super().edit(batch, on=on)
 
 
 def evaluate(spec, records, output: Path, *, k: int = 1, sequential: bool = False, measure_every: int = 1,
@@ -185,7 +185,7 @@ def test_a_memory_based_editor_edits_sequentially_into_one_growing_memory(knowin
     assert [point["edits"] for point in curve] == [1, 2, 3]
     # The first edit is still answered after the later ones: they were added to its memory, not to a new one.
     assert curve[0]["first_edit_es"] > 0 and curve[2]["first_edit_es"] == curve[0]["first_edit_es"]
-    memory = EditMemory.load(tmp_path / "r_sequential" / "cache.memory.pt")  # kept with the curve, to resume from
+    memory = EditMemory.load(tmp_path / "r_sequential" / "cache.edit-3.memory.pt")  # kept with the curve, to resume
     assert [d.case_id for d in memory.descriptors] == [r.case_id for r in records]
 
 

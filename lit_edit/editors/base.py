@@ -7,36 +7,28 @@ then score the in-scope and out-of-scope inputs before and after; trainable edit
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
-from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torch import Tensor
 from transformers import PreTrainedModel
 
 from lit_edit.activation_checkpointing import checkpoint_blocks
-from lit_edit.data.batch import (
-    IGNORE_INDEX,
-    SAME_RELATION,
-    SAME_SUBJECT,
-    UNRELATED,
-    EditBatch,
-    PromptTokenizer,
-    TokenizedExamples,
-)
-from lit_edit.data.records import LabeledPrompt
+from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
+from lit_edit.editors.edit_result import EditResult
 from lit_edit.editors.edited_model import EditedModel, EditFailedError, aligned_logits, prediction_mask
 from lit_edit.editors.lower_blocks import LowerBlocks
 from lit_edit.editors.settings import require_at_least
 from lit_edit.errors import CheckpointError
+from lit_edit.evaluation import scoring
+from lit_edit.evaluation.scores import EditScores as EditScores
+from lit_edit.evaluation.scores import kept_score
+from lit_edit.evaluation.scores import unedited_predictions as unedited_predictions
 from lit_edit.key_statistics import model_fingerprint, model_weights_fingerprint
-from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
-from lit_edit.paper_scores import Consistency, Fluency, TargetPreference, TokenAccuracy, example_nll
 from lit_edit.pretrained import is_exported, read_exported, resolve_editor_path
 from lit_edit.safe_files import (
     check_deepspeed_directory,
@@ -89,67 +81,6 @@ def read_editor_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[st
     return {key.removeprefix("_forward_module."): value for key, value in state.items()}, made_for
 
 
-class EditScores(nn.Module):
-    """ES, paraphrase ES, accuracy drawdown, retention, target NLL and token accuracy over one stage's batches;
-    with ``compare_targets``, also CounterFact's efficacy, paraphrase and neighbourhood scores
-    (:mod:`lit_edit.paper_scores`; they cost three more forward passes per batch, so validation skips them)."""
-
-    def __init__(self, compare_targets: bool = False) -> None:
-        super().__init__()
-        self.compare_targets = compare_targets
-        self.es = EditSuccess()
-        self.paraphrase_es = EditSuccess()
-        self.pre_es = EditSuccess()
-        self.drawdown = AccuracyDrawdown()
-        self.retention = Retention()
-        # EasyEdit's locality: per out-of-scope example, the fraction of labelled positions whose argmax is unchanged.
-        self.token_retention = TokenAccuracy()
-        self.drawdown_unrelated = AccuracyDrawdown()
-        self.drawdown_same_subject = AccuracyDrawdown()
-        self.drawdown_same_relation = AccuracyDrawdown()
-        self.edit_nll = TargetNLL()
-        self.token_accuracy = TokenAccuracy()
-        self.edit_seconds = MeanMetric()
-        if compare_targets:
-            self.efficacy = TargetPreference()
-            self.paraphrase_score = TargetPreference()
-            self.neighbourhood_score = TargetPreference()
-            self.fluency = Fluency()  # filled only by an evaluation that generates (EditorSuite(fluency_tokens=N))
-            self.consistency = Consistency()  # the same, for records with reference texts
-            # Filled only by data with portability questions (MQuAKE's multi-hop questions, KnowEdit's portability).
-            self.portability = EditSuccess()
-            self.pre_portability = EditSuccess()
-            self.portability_token_accuracy = TokenAccuracy()
-
-    def as_logged(self) -> dict[str, Any]:
-        """Metric objects by the names they are logged under (Lightning syncs, computes and resets them)."""
-        logged = {"es": self.es, "paraphrase_es": self.paraphrase_es, "pre_es": self.pre_es, "dd": self.drawdown,
-                  "retention": self.retention, "token_retention": self.token_retention, "dd_unrelated": self.drawdown_unrelated,
-                  "dd_same_subject": self.drawdown_same_subject, "dd_same_relation": self.drawdown_same_relation,
-                  "edit_nll": self.edit_nll, "token_accuracy": self.token_accuracy,
-                  "edit_seconds": self.edit_seconds}
-        if self.compare_targets:
-            logged.update(efficacy=self.efficacy, paraphrase_score=self.paraphrase_score,
-                          neighbourhood_score=self.neighbourhood_score, fluency=self.fluency,
-                          consistency=self.consistency,
-                          portability=self.portability, pre_portability=self.pre_portability,
-                          portability_token_accuracy=self.portability_token_accuracy)
-        return logged
-
-
-def unedited_predictions(pre_logits: Tensor, labels: Tensor) -> Tensor:
-    """The unedited model's argmax as labels, at the labelled positions only: what token retention compares with."""
-    return torch.where(labels != IGNORE_INDEX, pre_logits.argmax(dim=-1), torch.full_like(labels, IGNORE_INDEX))
-
-
-def kept_score(paraphrase_es: Tensor, es: Tensor, retention: Tensor) -> Tensor:
-    """Harmonic mean of generalisation (paraphrase ES, or ES where there are no paraphrases: nan) and retention (1
-    where there are no out-of-scope inputs): high only when an edit both generalises and leaves the rest alone."""
-    generalisation = torch.where(paraphrase_es.isnan(), es, paraphrase_es).nan_to_num(0.0)
-    kept = retention.nan_to_num(1.0)
-    return 2 * generalisation * kept / (generalisation + kept).clamp_min(1e-12)
-
-
 class Editor(LightningModule):
     """Base class: holds the (frozen, shared) base model and scores edits."""
 
@@ -200,18 +131,28 @@ class Editor(LightningModule):
         return self.model_spec.kind
 
     # -- the interface -------------------------------------------------------------------------
-    def edit(self, batch: EditBatch) -> EditedModel:
-        """Return the model edited by ``batch.edit``; the base model itself is never modified."""
+    def edit(self, batch: EditBatch, on: EditResult | None = None) -> EditResult:
+        """Return the model edited by ``batch.edit``; the base model itself is never modified.
+
+        ``on``: an earlier result of this editor (every edit so far, in a sequential run): the new edits are made on
+        top of it and the result holds them all (:mod:`lit_edit.editors.edit_result`), for weight editors and memory
+        editors alike. An editor whose edit reads the base model's weights gets this from
+        :func:`~lit_edit.editors.edit_result.builds_on_weights`."""
         raise NotImplementedError
 
-    def checked_edit(self, batch: EditBatch) -> EditedModel:
+    def checked_edit(self, batch: EditBatch, on: EditResult | None = None) -> EditResult:
         """:meth:`edit`, refused (:class:`EditFailedError`) when the edited model's logits on the edit prompts are not
         finite: weights can stay finite while the outputs overflow (FT at a huge learning rate), and such an edit
         must count as failed, not be scored or saved. Every caller that makes an edit for use goes through here."""
         with torch.inference_mode(False), torch.enable_grad():
-            edited = self.edit(batch)
+            edited = self.edit(batch) if on is None else self.edit(batch, on=on)  # an edit(batch) of old works
         self.refuse_non_finite_outputs(batch, edited)
         return edited
+
+    def load_edit(self, path: str | Path) -> EditResult:
+        """An edit saved with :meth:`EditResult.save <lit_edit.editors.edit_result.EditResult.save>`, on this
+        editor's base model (a weight edit here; memory editors read their memory file)."""
+        return EditedModel.load(path, self.model, self.kind)
 
     def refuse_non_finite_outputs(self, batch: EditBatch, edited: EditedModel) -> None:
         """Raise :class:`EditFailedError` if ``edited`` (weights or a memory-based model's routed logits alike)
@@ -305,11 +246,10 @@ class Editor(LightningModule):
         """What this editor's checkpoints are for: the base model (its name, the key-statistics hash and a hash
         that is the same wherever and in whichever float dtype it was loaded), the editable weights it edits and
         its :attr:`checkpoint_shape_hparams`."""
-        memory = getattr(self, "memory_based", False)  # edits a memory, not weights: its editable names are unused
         return {"editor": self.name,
                 "model": {"name": self.model_spec.name, "hash": model_fingerprint(self.model),
                           "weights_hash": model_weights_fingerprint(self.model)},
-                "editable": None if memory else list(self.editable_names),
+                "editable": list(self.editable_names),
                 "shape": {name: self.hparams.get(name) for name in self.checkpoint_shape_hparams}}
 
     def check_made_for(self, recorded: dict[str, Any], path: str | Path) -> None:
@@ -350,8 +290,8 @@ class Editor(LightningModule):
             use_safe_checkpoint_io(self.trainer.strategy)
 
     def validation_step(self, batch: EditBatch, batch_idx: int) -> None:
-        self.score(batch, self.val_scores)
-        self.log_scores(self, self.val_scores, "val", len(batch))
+        scoring.score(self, batch, self.val_scores)
+        scoring.log_scores(self, self.val_scores, "val", len(batch))
 
     def on_validation_epoch_end(self) -> None:
         """``val/score`` = ES - DD, and ``val/kept_score``: the harmonic mean of paraphrase ES (ES where there are no
@@ -364,89 +304,32 @@ class Editor(LightningModule):
                                                   scores.retention.compute()))
 
     def test_step(self, batch: EditBatch, batch_idx: int) -> None:
-        self.score(batch, self.test_scores)
-        self.log_scores(self, self.test_scores, "test", len(batch))
+        scoring.score(self, batch, self.test_scores)
+        scoring.log_scores(self, self.test_scores, "test", len(batch))
 
-    def pre_edit_logits(self, batch: EditBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Unedited (in-scope logits, labels, out-of-scope logits, labels): shareable by editors of one model."""
-        with torch.no_grad():
-            return (*self.logits(batch.in_scope), *self.logits(batch.out_of_scope))
+    # Scoring lives in lit_edit.evaluation.scoring; these delegates keep older callers working.
+    def pre_edit_logits(self, batch: EditBatch) -> scoring.UneditedLogits:
+        """:func:`lit_edit.evaluation.scoring.unedited_logits` of this editor."""
+        return scoring.unedited_logits(self, batch)
 
     def score(self, batch: EditBatch, scores: EditScores,
               pre: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> EditedModel:
-        """Edit with ``batch`` and update ``scores`` from the logits before (``pre``, computed if not given) and after."""
-        pre_in, in_labels, pre_out, out_labels = pre if pre is not None else self.pre_edit_logits(batch)
-        start = time.perf_counter()
-        with torch.inference_mode(False), torch.enable_grad():
-            edited = self.edit(batch)
-        seconds = (time.perf_counter() - start) / len(batch)
-        if edited.changes_outputs:
-            with torch.no_grad():
-                post_in, _ = self.logits(batch.in_scope, edited)
-                # As checked_edit, on the in-scope rows (the edit prompts and their paraphrases), which are needed
-                # anyway: an edit whose outputs are not finite has failed.
-                self.refuse_non_finite_logits(post_in, batch.in_scope)
-                post_out, _ = self.logits(batch.out_of_scope, edited)
-        else:  # nothing was changed: the unedited logits are the answer
-            post_in, post_out = pre_in, pre_out
-        para = batch.in_scope_is_paraphrase
-        scores.es.update(post_in, in_labels)
-        scores.pre_es.update(pre_in, in_labels)
-        if para.any():
-            scores.paraphrase_es.update(post_in[para], in_labels[para])
-        scores.drawdown.update(pre_out, post_out, out_labels)
-        scores.retention.update(pre_out, post_out, out_labels)
-        scores.token_retention.update(post_out, unedited_predictions(pre_out, out_labels))
-        if batch.out_of_scope_kind is not None:  # the same drawdown, per kind of out-of-scope prompt
-            kind = batch.out_of_scope_kind.to(pre_out.device)
-            for code, metric in ((UNRELATED, scores.drawdown_unrelated), (SAME_SUBJECT, scores.drawdown_same_subject),
-                                 (SAME_RELATION, scores.drawdown_same_relation)):
-                rows = kind == code
-                if rows.any():
-                    metric.update(pre_out[rows], post_out[rows], out_labels[rows])
-        scores.edit_nll.update(post_in, in_labels)
-        scores.token_accuracy.update(post_in, in_labels)
-        scores.edit_seconds.update(torch.tensor(seconds), weight=len(batch))
-        if scores.compare_targets and all(record.target_true for record in batch.records):
-            with torch.no_grad():
-                self.score_target_preference(batch, edited, post_in, in_labels, scores)
-        if scores.compare_targets and batch.portability is not None:
-            with torch.no_grad():
-                self.score_portability(batch.portability, edited, scores)
-        return edited
+        """:func:`lit_edit.evaluation.scoring.score` of this editor."""
+        return scoring.score(self, batch, scores, pre)
 
     def score_portability(self, questions: TokenizedExamples, edited: EditedModel, scores: EditScores) -> None:
-        """The questions the edit should carry over to (answered with the post-edit answer), before and after."""
-        pre, labels = self.logits(questions)
-        post = self.logits(questions, edited)[0] if edited.changes_outputs else pre
-        scores.pre_portability.update(pre, labels)
-        scores.portability.update(post, labels)
-        scores.portability_token_accuracy.update(post, labels)
+        """:func:`lit_edit.evaluation.scoring.score_portability` of this editor."""
+        scoring.score_portability(self, questions, edited, scores)
 
     def score_target_preference(self, batch: EditBatch, edited: EditedModel, post_in: Tensor, in_labels: Tensor,
                                 scores: EditScores) -> None:
-        """CounterFact's comparisons of the new and the true target after the edit (:mod:`lit_edit.paper_scores`)."""
-        records = batch.records
-        true_in = self.prompts([LabeledPrompt(p, r.target_true) for r in records for p in (r.prompt, *r.paraphrases)])
-        post_true, true_labels = self.logits(true_in.to(self.device), edited)
-        nll_new, nll_true = example_nll(post_in, in_labels), example_nll(post_true, true_labels)
-        para = batch.in_scope_is_paraphrase.to(nll_new.device)
-        scores.efficacy.update(nll_new[~para], nll_true[~para])
-        if para.any():
-            scores.paraphrase_score.update(nll_new[para], nll_true[para])
-        # Neighbours: other subjects of the same relation whose true object is the edited fact's true object.
-        neighbours = [(p.prompt, r) for r in records for p in r.hard_out_of_scope if p.target == r.target_true]
-        if neighbours:
-            keep, new = (self.prompts([LabeledPrompt(p, getattr(r, field)) for p, r in neighbours]).to(self.device)
-                         for field in ("target_true", "target_new"))
-            scores.neighbourhood_score.update(example_nll(*self.logits(keep, edited)),
-                                              example_nll(*self.logits(new, edited)))
+        """:func:`lit_edit.evaluation.scoring.score_target_preference` of this editor."""
+        scoring.score_target_preference(self, batch, edited, post_in, in_labels, scores)
 
     @staticmethod
     def log_scores(module: LightningModule, scores: EditScores, prefix: str, batch_size: int) -> None:
-        """Log the metric objects themselves, so Lightning syncs them across ranks and resets them per epoch."""
-        for key, metric in scores.as_logged().items():
-            module.log(f"{prefix}/{key}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
+        """:func:`lit_edit.evaluation.scoring.log_scores`."""
+        scoring.log_scores(module, scores, prefix, batch_size)
 
     def configure_optimizers(self) -> Any:
         return None

@@ -8,16 +8,14 @@ with that label; every other query goes to the base model. Nothing is trained: `
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
 from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
-from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import EditResult, composed
 from lit_edit.editors.edited_model import EditFailedError, EditRefusedError
 from lit_edit.editors.memory import EditDescriptor, EditMemory
-from lit_edit.editors.routed import NO_EDIT, RoutedModel, Router, Routing, prompt_positions
+from lit_edit.editors.routed import NO_EDIT, MemoryEditor, RoutedModel, Router, Routing, prompt_positions
 from lit_edit.editors.settings import require_non_negative
 from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec
@@ -26,13 +24,8 @@ from lit_edit.models import ModelSpec
 CACHED_MARGIN = 20.0
 
 
-class EditCache(Editor):
+class EditCache(MemoryEditor):
     """Answer with a cached label when the query's averaged hidden state is within ``epsilon`` of an edit's."""
-
-    #: Edits live in a memory, not in weights (no saved edited checkpoint).
-    memory_based: ClassVar[bool] = True
-    #: Set by sequential editing: edits are added to (a copy of) this memory instead of a new one.
-    carried_memory: EditMemory | None = None
 
     def __init__(self, model: ModelSpec | None = None, epsilon: float = 1.0, max_length: int = 128) -> None:
         """
@@ -79,8 +72,10 @@ class EditCache(Editor):
     def routed(self, memory: EditMemory) -> RoutedModel:
         return RoutedModel(self.model, self.kind, CacheRouter(self, memory, self.epsilon))
 
-    def edit(self, batch: EditBatch) -> RoutedModel:
-        return self.routed(self.memory_for(batch, self.carried_memory))
+    def edit(self, batch: EditBatch, on: EditResult | None = None) -> EditResult:
+        """The batch's edits cached in a new memory; on top of ``on`` (an earlier cache edit), joined to a copy of
+        its memory."""
+        return composed(on, self.routed(self.memory_for(batch)))
 
 
 class CacheRouter(Router):
@@ -95,6 +90,9 @@ class CacheRouter(Router):
         self.label_ids = torch.full((len(labels), width + 1), self.eos, dtype=torch.long)  # EOS after the label
         for i, row in enumerate(labels):
             self.label_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+
+    def over(self, memory: EditMemory) -> CacheRouter:
+        return CacheRouter(self.cache, memory, self.epsilon)
 
     @property
     def empty(self) -> bool:

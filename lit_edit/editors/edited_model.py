@@ -1,26 +1,35 @@
-"""A base model seen through replacement values for some of its weights: the result of an edit.
+"""A base model seen through replacement values for some of its weights: the result of a weight editor's edit.
 
-Edits are functional: the base model's own tensors are never written, so a failed or discarded
-edit cannot leave a trace in it.
+Edits are functional: the base model's own tensors are never written for good, so a failed or discarded
+edit cannot leave a trace in it. A weight edit is saved as a safetensors file of the weights it replaces.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.func import functional_call
 from transformers import PreTrainedModel
 
 from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
+from lit_edit.editors.edit_result import EditResult
 from lit_edit.editors.prefix_cache import StackedPrefixes
 from lit_edit.errors import UserInputError
+
+#: What a weight edit's safetensors file says it is, in its metadata.
+WEIGHT_EDIT_FORMAT = "lit-edit weight edit 1"
 
 
 def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: str,
@@ -97,8 +106,14 @@ class EditRefusedError(EditFailedError, UserInputError, ValueError):
     as one, the CLIs report it as the user's mistake (a :class:`~lit_edit.errors.UserInputError`, a ValueError)."""
 
 
-class EditedModel:
+class EditFileError(UserInputError, ValueError):
+    """A saved edit that cannot be used: unreadable, or for weights this base model does not have; names the file."""
+
+
+class EditedModel(EditResult):
     """The base model with some weights replaced by edited values."""
+
+    file_suffix: ClassVar[str] = ".safetensors"
 
     def __init__(self, base: PreTrainedModel, kind: str, params: dict[str, Tensor]) -> None:
         for name, value in params.items():
@@ -110,7 +125,6 @@ class EditedModel:
 
     @property
     def changes_outputs(self) -> bool:
-        """Whether any output can differ from the base model's (scoring skips the post-edit forward otherwise)."""
         return bool(self.params)
 
     def logits(self, examples: TokenizedExamples, labelled_only: bool = False) -> tuple[Tensor, Tensor]:
@@ -131,6 +145,53 @@ class EditedModel:
             with torch.no_grad():
                 for name, value in saved.items():
                     named[name].copy_(value)
+
+    def then(self, later: EditResult) -> EditedModel:
+        """Where both replace a weight, ``later``'s value (computed with this edit applied) is the one kept."""
+        if not isinstance(later, EditedModel) or later.base is not self.base:
+            raise TypeError(f"a weight edit composes with a weight edit of the same base model, not with "
+                            f"{type(later).__name__}: make each edit with the same editor (edit(batch, on=...))")
+        return EditedModel(self.base, self.kind, {**self.params, **later.params})
+
+    def detached(self) -> EditedModel:
+        return EditedModel(self.base, self.kind, {name: value.detach() for name, value in self.params.items()})
+
+    def save(self, path: str | Path) -> Path:
+        """A safetensors file of the replaced weights, written to a temporary name and renamed over ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: value.detach().to("cpu", copy=True).contiguous() for name, value in self.params.items()}
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            save_file(tensors, temporary, metadata={"format": WEIGHT_EDIT_FORMAT})
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, base: PreTrainedModel, kind: str) -> EditedModel:
+        """A weight edit written by :meth:`save`, on ``base``; :class:`EditFileError` names a file that is not one, or
+        that replaces weights ``base`` lacks or has in other shapes."""
+        path = Path(path)
+        if not path.is_file():
+            raise EditFileError(f"{path}: no saved edit there")
+        try:
+            tensors = load_file(path)
+        except (SafetensorError, OSError, ValueError) as error:
+            raise EditFileError(f"{path}: not a saved weight edit (a safetensors file): {error}") from None
+        named = dict(base.named_parameters())
+        unknown = sorted(name for name in tensors if name not in named)
+        if unknown:
+            raise EditFileError(f"{path} replaces weights this base model does not have: {unknown[:5]}; it was saved "
+                                "for another model")
+        wrong = sorted(name for name, value in tensors.items() if value.shape != named[name].shape)
+        if wrong:
+            raise EditFileError(f"{path} holds weights of other shapes than this base model's: {wrong[:5]}; it was "
+                                "saved for another model")
+        return cls(base, kind, {name: value.to(named[name].device, named[name].dtype) for name, value in tensors.items()})
 
     def materialize(self) -> PreTrainedModel:
         """A standalone copy of the edited model (e.g. to save as a Hugging Face checkpoint)."""

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import composed
 from lit_edit.editors.edited_model import (
     EditedModel,
     EditFailedError,
@@ -84,10 +85,14 @@ class ENN(Editor):
         """The meta-trained weights by base-model name: the model that ENN edits."""
         return dict(zip(self.editable_names, self.weights(), strict=True))
 
-    def edit(self, batch: EditBatch) -> EditedModel:
-        """``inner_steps`` gradient steps on the edit; differentiable in training, plain at test time."""
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
+        """``inner_steps`` gradient steps on the edit; differentiable in training, plain at test time. On top of
+        ``on`` (an earlier ENN edit) the steps start from its weights, not from the meta-trained ones, which ENN
+        reads instead of the base model's: writing ``on`` into the base model would not carry it over."""
         training = self.training and torch.is_grad_enabled()
         params = self.meta_params()
+        if on is not None:
+            params = {name: on.params.get(name, value) for name, value in params.items()}
         (rates,) = self.inner_lrs()
         if not training:
             params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
@@ -100,7 +105,7 @@ class ENN(Editor):
             params = {name: p - rate * g for (name, p), g, rate in zip(params.items(), grads, rates, strict=True)}
         if not training:
             params = {name: p.detach() for name, p in params.items()}
-        return EditedModel(self.model, self.kind, params)
+        return composed(on, EditedModel(self.model, self.kind, params))
 
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
         try:

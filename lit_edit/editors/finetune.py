@@ -10,6 +10,7 @@ import torch
 
 from lit_edit.data.batch import EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import builds_on_weights
 from lit_edit.editors.edited_model import (
     EditedModel,
     EditFailedError,
@@ -63,7 +64,8 @@ class FineTune(Editor):
             self._locality = TokenizedExamples(encoded["input_ids"], encoded["attention_mask"], labels)
         return self._locality.to(self.device)
 
-    def edit(self, batch: EditBatch) -> EditedModel:
+    @builds_on_weights
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
         params = {name: p.detach().clone().requires_grad_(True) for name, p in self.base_params().items()}
         optimizer = torch.optim.Adam(params.values(), lr=self.lr)
         if self.kl_weight > 0:
@@ -91,5 +93,6 @@ class NoEdit(Editor):
     def name(self) -> str:
         return "unedited"
 
-    def edit(self, batch: EditBatch) -> EditedModel:
+    @builds_on_weights
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
         return EditedModel(self.model, self.kind, {})

@@ -31,6 +31,7 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import builds_on_weights
 from lit_edit.editors.edited_model import (
     EditedModel,
     EditFailedError,
@@ -199,7 +200,8 @@ class KE(Editor):
             embeddings = self.model.get_input_embeddings()(ids)
         return self.encoder(embeddings.to(self.encoder.out.weight.dtype), lengths)
 
-    def edit(self, batch: EditBatch) -> EditedModel:
+    @builds_on_weights
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
         base = self.base_params()
         leaves = {name: p.detach().requires_grad_(True) for name, p in base.items()}
         with ActivationCapture(self.model, self.module_names) as capture:

@@ -24,9 +24,11 @@ from torch import Tensor
 from lit_edit.data.batch import EditBatch
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import builds_on_weights
 from lit_edit.editors.edited_model import EditedModel, EditFailedError
 from lit_edit.editors.prefix_cache import read_stacked
 from lit_edit.editors.settings import require_at_least, require_between, require_layers, require_positive
+from lit_edit.errors import ConfigurationError
 from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
 from lit_edit.models import ModelSpec
 from lit_edit.tracing import LayerSelection
@@ -175,6 +177,8 @@ class KnowledgeNeurons(Editor):
         require_positive(owner, "edit_scale", edit_scale)
         require_at_least(owner, "exclusion_prompts", exclusion_prompts, 0)
         super().__init__(model, max_length)
+        if self.kind != "causal":  # attribution reads the next-token logits at the prompt's last token
+            raise ConfigurationError(f"{owner} edits causal LMs, got model.kind {self.kind!r}")
         self.save_hyperparameters()
         self.layout = ModelLayout(self.model, layout)
         self.layer_selection = layer_selection
@@ -230,7 +234,8 @@ class KnowledgeNeurons(Editor):
         signs = [1.0 if activations[layer][neuron] >= 0 else -1.0 for layer, neuron in found]
         return FoundNeurons(record.case_id, found, signs, old, new)
 
-    def edit(self, batch: EditBatch) -> EditedModel:
+    @builds_on_weights
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
         """Find each record's knowledge neurons and move their values; several records' changes add up."""
         if not batch.records:
             raise EditFailedError("KnowledgeNeurons edits records (prompt, target, paraphrases); the batch has none")

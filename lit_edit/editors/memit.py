@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
+from lit_edit.editors.edit_result import builds_on_weights
 from lit_edit.editors.edited_model import EditedModel
 from lit_edit.editors.key_value import (
     FactRows,
@@ -68,7 +69,8 @@ class MEMIT(LocatingEditor):
         self.moment_weight = moment_weight if moment_weight is not None else width * 15000.0 / 16384.0
         self.facts_per_chunk = facts_per_chunk
 
-    def edit(self, batch: EditBatch) -> EditedModel:
+    @builds_on_weights
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
         requests = self.requests(batch)
         chunks = [requests[i: i + self.facts_per_chunk] for i in range(0, len(requests), self.facts_per_chunk)]
         rows = [fact_rows(self.prompts, chunk, self.prefixes()).to(self.device) for chunk in chunks]

@@ -74,6 +74,17 @@ class EditMemory:
         new_keys = torch.cat([self.keys, keys])  # built fully before anything is replaced
         self.keys, self.descriptors = new_keys, [*self.descriptors, *descriptors]
 
+    def joined(self, later: EditMemory) -> EditMemory:
+        """A new memory: this one's edits, then ``later``'s (neither memory changes). How edits made on top of a
+        memory edit compose with it."""
+        if later.metric != self.metric or later.dim != self.dim:
+            raise ValueError(f"cannot join a {later.metric} memory of {later.dim}-dim keys to a {self.metric} memory of "
+                             f"{self.dim}-dim keys: they were made by different editors")
+        memory = EditMemory(self.dim, self.metric, self.keys.device, self.keys.dtype)
+        memory.keys = torch.cat([self.keys, later.keys.to(self.keys.device, self.keys.dtype)])
+        memory.descriptors = [*self.descriptors, *later.descriptors]
+        return memory
+
     def remove(self, case_id: str) -> EditDescriptor:
         """Forget every stored edit with ``case_id``; returns the (last) removed descriptor."""
         drop = [i for i, d in enumerate(self.descriptors) if d.case_id == case_id]

@@ -16,6 +16,7 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import builds_on_weights
 from lit_edit.editors.edited_model import EditedModel, aligned_logits, nll_loss
 from lit_edit.editors.objective import edit_and_locality_step
 from lit_edit.editors.parameters import ParameterBank
@@ -181,7 +182,8 @@ class MEND(Editor):
             del state_dict["edit_lrs"]
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def edit(self, batch: EditBatch) -> EditedModel:
+    @builds_on_weights
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
         base = self.base_params()
         leaves = {name: p.detach().requires_grad_(True) for name, p in base.items()}
         with ActivationCapture(self.model, self.module_names) as capture:

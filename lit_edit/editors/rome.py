@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import builds_on_weights
 from lit_edit.editors.edited_model import EditedModel, EditRefusedError
 from lit_edit.editors.key_value import (
     FactRequest,
@@ -201,7 +202,8 @@ class ROME(LocatingEditor):
         self.save_hyperparameters()
         self.layer = self.layers[0]
 
-    def edit(self, batch: EditBatch) -> EditedModel:
+    @builds_on_weights
+    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
         params: dict[str, Tensor] = {}
         for request in self.requests(batch):
             params = self.with_delta(self.layer, params, self.rank_one_delta(request, params))

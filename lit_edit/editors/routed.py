@@ -3,7 +3,9 @@
 SERAC and the edit cache never change a weight. Their edit is a memory plus a router that, per query row,
 names the stored edit it falls in the scope of (or none); :class:`RoutedModel` then assembles logits aligned
 with the query's labels from the base model's rows and the editor's rows, so the shared scoring in
-:meth:`lit_edit.editors.base.Editor.score` needs nothing special.
+:meth:`lit_edit.editors.base.Editor.score` needs nothing special. A :class:`RoutedModel` keeps the
+:class:`~lit_edit.editors.edit_result.EditResult` contract as a weight edit does: edits made on top of it join its
+memory (``then``), and it is saved as its memory's file.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
-from lit_edit.editors.edited_model import EditedModel, EditFailedError, aligned_logits
+from lit_edit.editors.base import Editor
+from lit_edit.editors.edit_result import EditResult
+from lit_edit.editors.edited_model import EditFailedError, aligned_logits
+from lit_edit.editors.memory import EditMemory
 
 #: Edit index of a row that no stored edit covers: the base model answers it.
 NO_EDIT = -1
@@ -37,7 +44,13 @@ class Routing:
 
 
 class Router(ABC):
-    """Decides which stored edit covers each query, and answers the covered ones."""
+    """Decides which stored edit covers each query (of those in its :attr:`memory`), and answers the covered ones."""
+
+    memory: EditMemory
+
+    @abstractmethod
+    def over(self, memory: EditMemory) -> Router:
+        """The same routing over another memory (how edits made on top of a memory edit join it)."""
 
     @abstractmethod
     def route(self, examples: TokenizedExamples) -> Routing:
@@ -66,23 +79,35 @@ def prompt_texts(examples: TokenizedExamples, tokenizer: PreTrainedTokenizerBase
     return [tokenizer.decode(row[keep], skip_special_tokens=True).strip() for row, keep in zip(ids, mask, strict=True)]
 
 
-class RoutedModel(EditedModel):
+class RoutedModel(EditResult):
     """The base model plus a memory of edits: rows the router assigns to an edit are answered by the editor.
 
-    Causal LMs only. The base model's weights are never written; ``params`` stays empty.
+    Causal LMs only. The base model's weights are never written.
     """
+
+    file_suffix: ClassVar[str] = ".memory.pt"
 
     def __init__(self, base: PreTrainedModel, kind: str, router: Router) -> None:
         if kind != "causal":
             raise ValueError(f"memory-based editors answer causal LMs only, got kind {kind!r}")
-        super().__init__(base, kind, {})
-        self.router = router
+        self.base, self.kind, self.router = base, kind, router
+
+    @property
+    def params(self) -> dict[str, Tensor]:
+        return {}  # no weight is replaced: the memory answers instead
 
     @property
     def changes_outputs(self) -> bool:
         return not self.router.empty
 
-    def logits(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
+    def logits(self, examples: TokenizedExamples, labelled_only: bool = False) -> tuple[Tensor, Tensor]:
+        logits, labels = self._routed_logits(examples)
+        if labelled_only:  # as a weight edit's: only the positions where some row has a label
+            keep = (labels != IGNORE_INDEX).any(0).nonzero().squeeze(1)
+            return logits[:, keep], labels[:, keep]
+        return logits, labels
+
+    def _routed_logits(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
         labels = examples.labels[:, 1:]
         if self.router.empty:
             return aligned_logits(self.base, examples, self.kind)
@@ -111,9 +136,41 @@ class RoutedModel(EditedModel):
         write in); the base model itself is untouched."""
         yield RoutedGenerator(self)
 
+    def then(self, later: EditResult) -> RoutedModel:
+        """A new memory: this edit's stored edits, then ``later``'s (neither edit changes)."""
+        if not isinstance(later, RoutedModel) or type(later.router) is not type(self.router) \
+                or later.base is not self.base:
+            raise TypeError(f"a memory edit composes with a memory edit of the same editor and base model, not with "
+                            f"{type(later).__name__}: make each edit with the same editor (edit(batch, on=...))")
+        return RoutedModel(self.base, self.kind, later.router.over(self.router.memory.joined(later.router.memory)))
+
+    def detached(self) -> RoutedModel:
+        return self  # a memory's keys hold no graph
+
+    def save(self, path: str | Path) -> Path:
+        """The memory's file (:meth:`EditMemory.save`); the editor's :meth:`MemoryEditor.load_edit` reads it."""
+        return self.router.memory.save(path)
+
     def materialize(self) -> PreTrainedModel:
         raise EditFailedError("a memory-based edit (SERAC, cache) lives in its memory, not in the weights: there is "
-                              "no edited Hugging Face checkpoint to save; save the editor's memory instead")
+                              "no edited Hugging Face checkpoint to save; save the edit's memory instead "
+                              "(edited.save(path))")
+
+
+class MemoryEditor(Editor):
+    """An editor whose edits are a memory the base model is routed through (SERAC, the cache)."""
+
+    def routed(self, memory: EditMemory) -> RoutedModel:
+        """The base model answering through ``memory`` (any size: e.g. one loaded with :meth:`EditMemory.load`)."""
+        raise NotImplementedError
+
+    def load_edit(self, path: str | Path) -> RoutedModel:
+        """An edit saved with :meth:`RoutedModel.save`, routed by this editor."""
+        return self.routed(EditMemory.load(path, self.device))
+
+    def made_for(self) -> dict[str, Any]:
+        """As any editor's, but for no editable weights: a memory editor's edits change none."""
+        return {**super().made_for(), "editable": None}
 
 
 class RoutedGenerator(nn.Module):

@@ -16,11 +16,11 @@ from torch import Tensor
 
 from lit_edit.data.batch import EditBatch, TokenizedExamples
 from lit_edit.data.records import EditRecord
-from lit_edit.editors.base import Editor
 from lit_edit.editors.counterfactual import CounterfactualModel, descriptors_of
+from lit_edit.editors.edit_result import EditResult, composed
 from lit_edit.editors.edited_model import EditFailedError, EditRefusedError
 from lit_edit.editors.memory import EditMemory
-from lit_edit.editors.routed import NO_EDIT, RoutedModel, Router, Routing, prompt_texts
+from lit_edit.editors.routed import NO_EDIT, MemoryEditor, RoutedModel, Router, Routing, prompt_texts
 from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
 from lit_edit.editors.scope_classifier import DEFAULT_ENCODER, ScopeClassifier
 from lit_edit.editors.settings import require_between, require_non_negative, require_positive
@@ -28,16 +28,12 @@ from lit_edit.errors import ConfigurationError
 from lit_edit.models import ModelSpec
 
 
-class SERAC(Editor):
+class SERAC(MemoryEditor):
     """Scope classifier + counterfactual model over an edit memory; trained with the sum of both parts' losses."""
 
-    #: Edits live in a memory, not in weights (no saved edited checkpoint).
-    memory_based: ClassVar[bool] = True
     #: None by name: the scope classifier's encoder and the counterfactual model are compared tensor by tensor when
     #: a checkpoint loads (a mismatch is refused naming the file and the tensor), and the base model by its hash.
     checkpoint_shape_hparams: ClassVar[tuple[str, ...]] = ()
-    #: Set by sequential editing: edits are added to (a copy of) this memory instead of a new one.
-    carried_memory: EditMemory | None = None
 
     def __init__(self, model: ModelSpec | None = None, encoder: str = DEFAULT_ENCODER,
                  counterfactual: ModelSpec | None = None, threshold: float = 0.5, lr: float = 1.0e-5,
@@ -111,14 +107,15 @@ class SERAC(Editor):
         return memory
 
     def routed(self, memory: EditMemory) -> RoutedModel:
-        """The base model answering through ``memory`` (any size: e.g. one loaded with :meth:`EditMemory.load`)."""
         return RoutedModel(self.model, self.kind, SeracRouter(self, memory))
 
-    def edit(self, batch: EditBatch) -> RoutedModel:
+    def edit(self, batch: EditBatch, on: EditResult | None = None) -> EditResult:
+        """The batch's edits stored in a new memory; on top of ``on`` (an earlier SERAC edit), joined to a copy of
+        its memory."""
         if len(batch.records) != len(batch):
             raise EditRefusedError(f"SERAC stores edit descriptors: the batch has {len(batch)} edits but "
                                    f"{len(batch.records)} records; the model was left unchanged")
-        return self.routed(self.memory_for(batch.records, self.carried_memory))
+        return composed(on, self.routed(self.memory_for(batch.records)))
 
     # -- training ----------------------------------------------------------------------------------
     def training_step(self, batch: EditBatch, batch_idx: int) -> Tensor | None:
@@ -141,6 +138,9 @@ class SeracRouter(Router):
 
     def __init__(self, serac: SERAC, memory: EditMemory) -> None:
         self.serac, self.memory = serac, memory
+
+    def over(self, memory: EditMemory) -> SeracRouter:
+        return SeracRouter(self.serac, memory)
 
     @property
     def empty(self) -> bool:

@@ -1,4 +1,5 @@
-"""Evaluate editors: ``python evaluate.py`` compares unedited, FT, FT+KL and the trained MEND (configs/evaluate.yaml).
+"""Evaluate editors: ``python evaluate.py`` compares unedited, FT, FT+KL and the trained MEND
+(configs/evaluate/default.yaml).
 
 Exit status: 0 when every batch was evaluated and the results written; 2 for a user's mistake (a bad setting, a
 missing or malformed data, config or checkpoint file, or another run writing the same ``--model.output``: one line

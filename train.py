@@ -1,4 +1,4 @@
-"""Train an editor: ``python train.py`` trains MEND on SmolLM2-135M with configs/mend.yaml.
+"""Train an editor: ``python train.py`` trains MEND on SmolLM2-135M with configs/train/mend.yaml.
 
 Exit status: 0 when trained (or submitted); 2 for a user's mistake (a bad setting, a missing or malformed data,
 config or checkpoint file: one line on stderr); 128 + the signal's number when stopped by SIGTERM or SIGUSR1 after

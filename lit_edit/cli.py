@@ -1,7 +1,8 @@
 """LightningCLI entry points: ``train.py`` (fit an editor) and ``evaluate.py`` (compare editors).
 
-Both read ``class_path``/``init_args`` YAML from ``configs/`` (omegaconf interpolation enabled) and
-take ``args`` so tests can call them in-process. Run as scripts (and as ``lit-edit``), they go through
+Both read ``class_path``/``init_args`` YAML from ``configs/train/`` and ``configs/evaluate/`` (omegaconf
+interpolation enabled; a config's ``base:`` names the files it is merged over, :mod:`lit_edit.config_files`) and take
+``args`` so tests can call them in-process. Run as scripts (and as ``lit-edit``), they go through
 :func:`user_errors`: a user's mistake (:class:`~lit_edit.errors.UserInputError`, a missing file) is one line on
 stderr and exit status 2; a programming error keeps its traceback.
 """
@@ -27,6 +28,8 @@ from lightning.pytorch.callbacks import ProgressBar, Timer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lit_edit.callbacks import ProgressLines, StepTimer, ValidateAtLastStep, is_terminal
+from lit_edit.config_files import PARSER_MODE
+from lit_edit.config_files import register as register_config_files
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
 from lit_edit.errors import UserInputError
@@ -39,6 +42,7 @@ from lit_edit.suite import EditorSuite, only_editors
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+register_config_files()
 
 #: Exceptions that jsonargparse raises in place of the one a class raised while it was built or checked (the
 #: class's own is their ``__context__``): looked through for the user's mistake.
@@ -172,11 +176,21 @@ class TrainCLI(LightningCLI):
             self.parser.error(f"cannot submit: {error}")  # exits with status 2; nothing written or submitted
 
 
-def train_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "mend.yaml") -> TrainCLI:
+def default_config_files(args: ArgsType, default_config: Path | None) -> list[str]:
+    """The default config applies only to a run given no ``--config``: merged under a user's config, its settings
+    (e.g. the default MEND run's ``accumulate_grad_batches`` and ``max_time``) would leak into every other run."""
+    given = sys.argv[1:] if args is None else args
+    if default_config is None or (isinstance(given, list | tuple)
+                                  and any(str(a) == "--config" or str(a).startswith("--config=") for a in given)):
+        return []
+    return [str(default_config)]
+
+
+def train_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "train" / "mend.yaml") -> TrainCLI:
     cli = TrainCLI(
         Editor, EditDataModule, subclass_mode_model=True, run=False, args=args, parser_class=UserErrorParser,
-        parser_kwargs={"parser_mode": "omegaconf",
-                       "default_config_files": [str(default_config)] if default_config else []},
+        parser_kwargs={"parser_mode": PARSER_MODE,
+                       "default_config_files": default_config_files(args, default_config)},
         save_config_kwargs={"overwrite": True},
     )
     if cli.submission is not None:
@@ -211,11 +225,11 @@ class EvaluateCLI(LightningCLI):
         model["editors"] = only_editors(model["editors"], only)
 
 
-def evaluate_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "evaluate.yaml") -> Any:
+def evaluate_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "evaluate" / "default.yaml") -> Any:
     cli = EvaluateCLI(
         EditorSuite, EditDataModule, run=False, args=args, parser_class=UserErrorParser,
-        parser_kwargs={"parser_mode": "omegaconf",
-                       "default_config_files": [str(default_config)] if default_config else []},
+        parser_kwargs={"parser_mode": PARSER_MODE,
+                       "default_config_files": default_config_files(args, default_config)},
         save_config_callback=None,
     )
     cli.model.resolved_config = cli.parser.dump(cli.config, skip_validation=True, skip_unset=False)

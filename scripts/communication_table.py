@@ -1,6 +1,6 @@
 """Communication per optimizer step, on paper, for training editors with DDP and DeepSpeed ZeRO-3 at scale.
 
-    python scripts/communication_table.py [--configs configs/mend.yaml configs/enn.yaml] [--gpus 8 64 512]
+    python scripts/communication_table.py [--configs configs/train/mend.yaml configs/train/enn.yaml] [--gpus 8 64 512]
 
 Counts each configured editor's trainable parameters (Ψ; the frozen base model is not trained, so it is never
 reduced or partitioned) and prints, per rank and per step, the bytes that ring collectives send:
@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from lit_edit.cli import TrainCLI
+from lit_edit.config_files import PARSER_MODE
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
 
@@ -27,7 +28,7 @@ def trainable(config: Path) -> tuple[str, int, int]:
     """(editor class, trainable parameters, trainable tensors) of the editor a training config builds."""
     cli = TrainCLI(Editor, EditDataModule, subclass_mode_model=True, run=False,
                    args=["--config", str(config), "--trainer.logger", "false"],
-                   parser_kwargs={"parser_mode": "omegaconf"}, save_config_callback=None)
+                   parser_kwargs={"parser_mode": PARSER_MODE}, save_config_callback=None)
     parameters = [p for p in cli.model.parameters() if p.requires_grad]
     return type(cli.model).__name__, sum(p.numel() for p in parameters), len(parameters)
 
@@ -39,7 +40,7 @@ def megabytes(elements: float, bytes_per_element: int = 2) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", type=Path,
-                        default=[REPO / "configs" / "mend.yaml", REPO / "configs" / "enn.yaml"])
+                        default=[REPO / "configs" / "train" / "mend.yaml", REPO / "configs" / "train" / "enn.yaml"])
     parser.add_argument("--gpus", nargs="+", type=int, default=[8, 64, 512])
     args = parser.parse_args()
     editors = [(config, *trainable(config)) for config in args.configs]

@@ -163,14 +163,13 @@ TRAIN_STEPS = 4
 
 def tiny_training_config(model: ModelSpec, splits: dict[str, Path], work: Path, *, devices: int = 1,
                          editor: str = "enn", callbacks: list[dict] = ()) -> dict:
-    """configs/enn.yaml (or MEND) on a tiny model, as train.py reads it: TRAIN_STEPS optimizer steps of a global
+    """configs/train/enn.yaml (or MEND) on a tiny model, as train.py reads it: TRAIN_STEPS optimizer steps of a global
     batch of two edit batches of two edits (split over ``devices`` ranks, accumulated on one), one epoch, then
     validation on 6 edits. ``last.ckpt`` every 2 steps in ``work/ckpt``; ``RecordRun`` writes ``work/record.json``."""
-    import yaml
-
     from lit_edit.cli import CONFIG_DIR
+    from lit_edit.config_files import load_config
 
-    config = yaml.safe_load((CONFIG_DIR / "enn.yaml").read_text())
+    config = load_config(CONFIG_DIR / "train" / "enn.yaml")
     model_config = {"name": model.name, "kind": "causal", "editable": model.editable}
     config["model"]["init_args"].update(model=model_config, inner_lr=1.0e-2, lr=1.0e-3, lr_lr=1.0e-3, c_loc=1.0)
     if editor == "mend":

@@ -18,6 +18,7 @@ import yaml
 from conftest import REPO
 
 from lit_edit.cli import CONFIG_DIR
+from lit_edit.config_files import load_config
 from lit_edit.data.sampling import DealtBatches
 from lit_edit.editors.base import EditScores
 from lit_edit.protocol import metric_states, read_log
@@ -41,7 +42,7 @@ def test_dealt_batches_give_every_batch_to_exactly_one_rank():
 @pytest.fixture(scope="module")
 def run_evaluate(knowing_gpt2, synthetic_splits, tmp_path_factory):
     """``run(work, devices)`` -> the results JSON of evaluate.py (unedited and FT on five synthetic edits)."""
-    config = yaml.safe_load((CONFIG_DIR / "evaluate.yaml").read_text())
+    config = load_config(CONFIG_DIR / "evaluate" / "default.yaml")
     model = {"name": knowing_gpt2.name, "editable": knowing_gpt2.editable}
     config["model"]["editors"] = {
         "unedited": {"class_path": "lit_edit.editors.NoEdit", "init_args": {"model": model}},

@@ -17,6 +17,7 @@ from test_editors import RECORD, assert_bit_identical, snapshot
 from test_training import tiny_trainer
 
 from lit_edit.cli import CONFIG_DIR, evaluate_main, train_main
+from lit_edit.config_files import load_config
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors import KE, EditFailedError
@@ -125,7 +126,7 @@ def test_ke_checkpoint_holds_only_editor_weights(tiny_models, tmp_path):
 
 
 def test_trained_ke_edits_in_scope_and_keeps_out_of_scope(knowing_gpt2, synthetic_splits):
-    """Trained on one edit per step (as configs/ke.yaml), KE learns to make edits it could not make untrained, on
+    """Trained on one edit per step (as configs/train/ke.yaml), KE learns to make edits it could not make untrained, on
     held-out subjects, while most out-of-scope facts stay."""
     seed_everything(0)
     data = EditDataModule(**{k: str(v) for k, v in synthetic_splits.items()}, model=knowing_gpt2, edits_per_batch=1)
@@ -161,7 +162,7 @@ def tiny_ke_args(spec, splits) -> list[str]:
 
 def test_train_py_trains_ke_from_its_config(tiny_models, synthetic_splits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = train_main(["--config", str(CONFIG_DIR / "ke.yaml"), *tiny_ke_args(tiny_models["llama"], synthetic_splits),
+    cli = train_main(["--config", str(CONFIG_DIR / "train" / "ke.yaml"), *tiny_ke_args(tiny_models["llama"], synthetic_splits),
                       "--trainer.max_steps=4", "--trainer.val_check_interval=2", "--data.limit_val=2",
                       "--trainer.enable_progress_bar=false"])
     assert isinstance(cli.model, KE) and cli.trainer.global_step == 4
@@ -172,7 +173,7 @@ def test_train_py_trains_ke_from_its_config(tiny_models, synthetic_splits, tmp_p
 
 def test_evaluate_py_runs_ke_beside_mend(tiny_models, synthetic_splits, tmp_path, monkeypatch):
     spec = {"name": tiny_models["gpt2"].name, "editable": tiny_models["gpt2"].editable}
-    config = yaml.safe_load((CONFIG_DIR / "evaluate_ke.yaml").read_text())
+    config = load_config(CONFIG_DIR / "evaluate" / "ke.yaml")
     for editor in config["model"]["editors"].values():
         editor.setdefault("init_args", {}).pop("checkpoint", None)
         editor["init_args"]["model"] = spec

@@ -12,6 +12,7 @@ from conftest import make_tiny_model, synthetic_records
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_edit.cli import CONFIG_DIR, evaluate_main
+from lit_edit.config_files import load_config
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors import EditFailedError, KnowledgeNeurons
 from lit_edit.editors.knowledge_neurons import integrated_gradients, knowledge_neurons
@@ -212,7 +213,7 @@ def test_an_edit_without_knowledge_neurons_fails_and_changes_nothing(tiny_models
 
 def test_evaluate_py_runs_kn_with_the_shared_table(tiny_models, synthetic_splits, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    config = yaml.safe_load((CONFIG_DIR / "evaluate_kn.yaml").read_text())
+    config = load_config(CONFIG_DIR / "evaluate" / "kn.yaml")
     spec = {"name": tiny_models["gpt2"].name, "editable": tiny_models["gpt2"].editable}
     for editor in config["model"]["editors"].values():
         editor.setdefault("init_args", {})["model"] = spec

@@ -344,15 +344,16 @@ def test_serac_fits_a_long_descriptor_before_a_query_near_the_context_limit(sera
 
 def test_train_py_trains_serac_and_evaluate_py_scores_it_with_the_cache(tiny_models, encoder_dir, synthetic_splits,
                                                                          tmp_path, monkeypatch, capsys):
-    """configs/serac.yaml and configs/evaluate_serac.yaml on the tiny GPT-2: two training steps, one validation,
+    """configs/train/serac.yaml and configs/evaluate/serac.yaml on the tiny GPT-2: two training steps, one validation,
     the best checkpoint, then the suite with fluency (greedy generation through the routed logits)."""
     import yaml
 
     from lit_edit.cli import CONFIG_DIR, evaluate_main, train_main
+    from lit_edit.config_files import load_config
 
     monkeypatch.chdir(tmp_path)
     spec = {"name": tiny_models["gpt2"].name, "editable": tiny_models["gpt2"].editable}
-    config = yaml.safe_load((CONFIG_DIR / "serac.yaml").read_text())
+    config = load_config(CONFIG_DIR / "train" / "serac.yaml")
     config["model"]["init_args"].update(model=spec, encoder=encoder_dir, counterfactual_trainable=["transformer.h.1.*"])
     config["data"].update({split: str(path) for split, path in synthetic_splits.items()}, limit_val=2)
     config["trainer"].update(max_steps=2, val_check_interval=2, logger=False, enable_progress_bar=False,
@@ -366,7 +367,7 @@ def test_train_py_trains_serac_and_evaluate_py_scores_it_with_the_cache(tiny_mod
     frozen = [n for n, p in cli.model.counterfactual.lm.named_parameters() if not p.requires_grad]
     assert frozen and all(not n.startswith("transformer.h.1.") for n in frozen)
 
-    config = yaml.safe_load((CONFIG_DIR / "evaluate_serac.yaml").read_text())
+    config = load_config(CONFIG_DIR / "evaluate" / "serac.yaml")
     editors = config["model"]["editors"]
     del editors["mend"], editors["ke"]  # trained elsewhere (test_ke.py, test_training.py)
     editors["serac"]["init_args"].update(model=spec, encoder=encoder_dir, checkpoint=str(tmp_path / "ckpt" / "best.ckpt"),

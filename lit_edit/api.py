@@ -29,8 +29,8 @@ if TYPE_CHECKING:  # torch, transformers and Lightning load with the first edito
     from transformers import PreTrainedModel
 
     from lit_edit.editors.base import Editor
-    from lit_edit.editors.edit_result import EditResult
     from lit_edit.editors.registry import RegisteredEditor
+    from lit_edit.mechanics.edit_result import EditResult
     from lit_edit.models import ModelSpec
 
 #: Prompts an edit should leave alone where none are given (as ``lit-edit edit``): a batch needs out-of-scope rows.
@@ -150,7 +150,7 @@ class LoadedEditor:
         ``on``: an earlier result of this editor (weight edits: of any editor of the same base model): the edits are
         made on the model it edited, and the result holds its edits and these. ``neighbours``: prompts the edits
         should leave alone, kept at the unedited model's answer (FT+KL's KL term and MEND's locality read them).
-        A refused edit raises :class:`~lit_edit.editors.edited_model.EditFailedError` and changes nothing.
+        A refused edit raises :class:`~lit_edit.mechanics.edited_model.EditFailedError` and changes nothing.
         """
         import time
 
@@ -261,7 +261,7 @@ class Edited:
         """Write the edited model and its tokenizer as a Hugging Face checkpoint into a new or empty ``directory``
         (``overwrite``: replace a non-empty one), atomically: staged beside it and renamed into place, under
         ``DIR.lock``. A memory-based edit (SERAC, cache) has no edited weights: EditFailedError, nothing written."""
-        from lit_edit.atomic_files import save_directory_atomically
+        from lit_edit.mechanics.atomic_files import save_directory_atomically
         from lit_edit.run_lock import RunLock
 
         target = Path(directory)

@@ -14,8 +14,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_edit.data.datamodule import group_batches
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.generation import before_and_after
+from lit_edit.mechanics.edited_model import EditFailedError
 
 
 class EditExamples(Callback):

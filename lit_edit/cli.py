@@ -33,9 +33,9 @@ from lit_edit.config_files import register as register_config_files
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.editors.base import Editor
 from lit_edit.errors import UserInputError
+from lit_edit.evaluation.suite import EditorSuite, only_editors
 from lit_edit.preemption import CheckpointOnPreemption
 from lit_edit.slurm import JOB_CONFIG, JOB_SCRIPT, SlurmError, SlurmJob, Submission, submit_training
-from lit_edit.suite import EditorSuite, only_editors
 
 # EditDataModule's training order resumes mid-epoch through its sampler (lit_edit.data.sampling), which
 # Lightning's check for a stateful DataLoader does not see.

@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lit_edit.atomic_files import save_directory_atomically
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editor_specs import COMMAND_LINE, build_editor, config_entry, resolve_device
 from lit_edit.errors import ConfigurationError, UserInputError
+from lit_edit.mechanics.atomic_files import save_directory_atomically
 from lit_edit.run_lock import RunLock
 
 if TYPE_CHECKING:  # torch, transformers and Lightning are imported when an edit is made, not for --help
     from lit_edit.editors.base import Editor
-    from lit_edit.editors.edited_model import EditedModel
+    from lit_edit.mechanics.edited_model import EditedModel
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXAMPLE = '\'"The Mona Lisa was painted by" -> " Picasso"\''
@@ -106,7 +106,7 @@ def editor_class(spec: dict[str, Any]) -> type | None:
 
 def require_subjects(spec: dict[str, Any], edits: list[WrittenEdit], editor: str) -> None:
     """ROME and MEMIT locate the subject in the prompt: refuse, before any model is loaded, an edit without one."""
-    from lit_edit.editors.rome import LocatingEditor
+    from lit_edit.editors.locating import LocatingEditor
 
     cls = editor_class(spec)
     if cls is None or not (isinstance(cls, type) and issubclass(cls, LocatingEditor)):
@@ -227,7 +227,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def edit_and_save(args: argparse.Namespace, spec: dict[str, Any], edits: list[WrittenEdit]) -> int:
-    from lit_edit.editors.edited_model import EditFailedError
+    from lit_edit.mechanics.edited_model import EditFailedError
 
     editor = build_editor(spec, args.model, args.checkpoint, args.editable)
     editor = editor.to(resolve_device(args.device)).eval()

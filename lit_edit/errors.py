@@ -3,7 +3,7 @@
 A :class:`UserInputError` is the user's to fix (a malformed record, a missing file, a bad setting, a checkpoint for
 another model, a file that would run code): ``train.py``, ``evaluate.py`` and ``lit-edit`` print it as one line
 and exit with status 2. Anything else is a programming error and keeps its traceback. An edit that cannot be made
-is an :class:`~lit_edit.editors.edited_model.EditFailedError` (the base model is unchanged; an evaluation records
+is an :class:`~lit_edit.mechanics.edited_model.EditFailedError` (the base model is unchanged; an evaluation records
 it and goes on).
 """
 

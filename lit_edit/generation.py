@@ -21,7 +21,7 @@ from lit_edit.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from lit_edit.editors.base import Editor
-    from lit_edit.editors.edited_model import EditedModel
+    from lit_edit.mechanics.edited_model import EditedModel
 
 
 def model_context(model: Any) -> int | None:

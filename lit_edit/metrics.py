@@ -1,48 +1,7 @@
-"""Moved to :mod:`lit_edit.evaluation.metrics`; this module re-exports it, so that configs and code naming
-``lit_edit.metrics.EditSuccess`` and the like keep working."""
+"""Moved to :mod:`lit_edit.evaluation.metrics` (this path still imports it)."""
 
-from lit_edit.evaluation.metrics import (
-    IGNORE_INDEX,
-    AccuracyDrawdown,
-    EditSuccess,
-    PerplexityDrawdown,
-    Retention,
-    TargetNLL,
-    _check_inputs,
-    _ratio,
-    accuracy_drawdown,
-    agreement_counts,
-    correct_counts,
-    edit_success,
-    example_agreement,
-    example_correct,
-    labelled_examples,
-    nll_sum,
-    perplexity,
-    perplexity_drawdown,
-    retention,
-    target_nll,
-)
+import sys
 
-__all__ = [
-    "IGNORE_INDEX",
-    "AccuracyDrawdown",
-    "EditSuccess",
-    "PerplexityDrawdown",
-    "Retention",
-    "TargetNLL",
-    "_check_inputs",
-    "_ratio",
-    "accuracy_drawdown",
-    "agreement_counts",
-    "correct_counts",
-    "edit_success",
-    "example_agreement",
-    "example_correct",
-    "labelled_examples",
-    "nll_sum",
-    "perplexity",
-    "perplexity_drawdown",
-    "retention",
-    "target_nll",
-]
+from lit_edit.evaluation import metrics as _moved
+
+sys.modules[__name__] = _moved

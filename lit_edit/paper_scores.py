@@ -1,28 +1,7 @@
-"""Moved to :mod:`lit_edit.evaluation.paper_scores`; this module re-exports it, so that configs and code naming
-``lit_edit.paper_scores.TargetPreference`` and the like keep working."""
+"""Moved to :mod:`lit_edit.evaluation.paper_scores` (this path still imports it)."""
 
-from lit_edit.evaluation.paper_scores import (
-    Consistency,
-    Fluency,
-    TargetPreference,
-    TokenAccuracy,
-    example_nll,
-    inverse_document_frequencies,
-    ngram_entropy,
-    preference,
-    tfidf_cosine,
-    token_accuracy,
-)
+import sys
 
-__all__ = [
-    "Consistency",
-    "Fluency",
-    "TargetPreference",
-    "TokenAccuracy",
-    "example_nll",
-    "inverse_document_frequencies",
-    "ngram_entropy",
-    "preference",
-    "tfidf_cosine",
-    "token_accuracy",
-]
+from lit_edit.evaluation import paper_scores as _moved
+
+sys.modules[__name__] = _moved

@@ -12,8 +12,8 @@ run's ``ModelCheckpoint(save_last=True)`` keeps it, requeue the SLURM job (after
 ``ckpt_path: last`` then resumes with no lost and no repeated step.
 
 ``train.py`` adds this callback to every run. ``evaluate.py`` stops the same way at its own boundary, an editor's
-batch (:class:`StopRequest`, used by :class:`~lit_edit.suite.EditorSuite`): its per-batch log is kept and the same
-command resumes it; it exits with status 128 + the signal's number (143 for SIGTERM).
+batch (:class:`StopRequest`, used by :class:`~lit_edit.evaluation.suite.EditorSuite`): its per-batch log is kept
+and the same command resumes it; it exits with status 128 + the signal's number (143 for SIGTERM).
 """
 
 from __future__ import annotations

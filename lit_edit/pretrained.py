@@ -23,9 +23,10 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lit_edit.atomic_files import save_directory_atomically
+from lit_edit.checkpoint_files import read_training_checkpoint
 from lit_edit.errors import CheckpointError, ConfigurationError
 from lit_edit.json_ready import json_ready
+from lit_edit.mechanics.atomic_files import save_directory_atomically
 
 PREFIX = "pretrained:"
 WEIGHTS_FILE = "editor.safetensors"
@@ -102,7 +103,6 @@ def export_editor(checkpoint: str | Path, name: str, *, command: str = "", resul
     (its figures, data and edit count go into the manifest). Refused (nothing written): a name that is not a plain
     name, an existing export without ``overwrite``, weights over ``max_bytes``.
     """
-    from lit_edit.editors.base import read_editor_checkpoint
     from lit_edit.safe_files import load_tensors_file
 
     if not _NAME.match(name):
@@ -151,3 +151,23 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_editor_state(path: str | Path) -> dict[str, Tensor]:
+    """An editor's weights from any checkpoint :func:`read_editor_checkpoint` reads."""
+    return read_editor_checkpoint(path)[0]
+
+
+def read_editor_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """(weights, what the checkpoint records it was made for, or ``None`` for one written before that was recorded).
+
+    ``path``: a ``.ckpt`` file, a DeepSpeed checkpoint directory (:mod:`lit_edit.checkpoint_files`), or a shipped
+    editor (``pretrained:NAME`` or its directory: safetensors and a manifest). Nothing in any of them runs.
+    """
+    path = resolve_editor_path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no editor checkpoint there (train the editor first: python train.py ...)")
+    if is_exported(path):
+        return read_exported(path)
+    return read_training_checkpoint(path)
+

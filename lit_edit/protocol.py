@@ -28,9 +28,10 @@ from torch import Tensor
 
 from lit_edit.data.records import EditRecord
 from lit_edit.editors.base import Editor, EditScores
-from lit_edit.editors.edit_result import EditResult
-from lit_edit.editors.edited_model import EditedModel
-from lit_edit.metrics import AccuracyDrawdown, EditSuccess, Retention
+from lit_edit.evaluation.metrics import AccuracyDrawdown, EditSuccess, Retention
+from lit_edit.mechanics.atomic_files import save_file_atomically
+from lit_edit.mechanics.edit_result import EditResult
+from lit_edit.mechanics.edited_model import EditedModel
 from lit_edit.safe_files import load_tensors_file
 
 #: Records per forward pass when the whole history of a sequential run is measured again.
@@ -160,9 +161,8 @@ class ResultsLog:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines = [{"fingerprint": self.fingerprint}, *entries]
-        staged = self.path.with_suffix(".jsonl.tmp")
-        staged.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        staged.replace(self.path)  # a crash leaves the old log or the new one, never half of one
+        text = "".join(json.dumps(line) + "\n" for line in lines)
+        save_file_atomically(self.path, lambda staged: staged.write_text(text))  # the old log or the new one
         for log in rank_logs(self.path):
             log.unlink()
 
@@ -300,10 +300,9 @@ class SequentialEditing:
         if history.edit is not None:
             edit_file = f"{key}.edit-{history.batches}{history.edit.file_suffix}"
             history.edit.save(path.with_name(edit_file))
-        partial = path.with_suffix(".tmp")
-        torch.save({"edit_file": edit_file, "cases": [r.case_id for r in history.records], "curve": history.curve,
-                    "batches": history.batches}, partial)
-        partial.replace(path)  # never a half-written state
+        state = {"edit_file": edit_file, "cases": [r.case_id for r in history.records], "curve": history.curve,
+                 "batches": history.batches}
+        save_file_atomically(path, lambda staged: torch.save(state, staged))  # never a half-written state
         for old in path.parent.glob(f"{glob.escape(key)}.edit-*"):
             if old.name != edit_file:
                 old.unlink()

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 from lit_edit.model_names import DEFAULT_MODEL
 
-#: :class:`~lit_edit.key_statistics.KeyStatisticsSpec`'s defaults (the editors' own), written out so that ``--help``
-#: imports no torch; tests/test_cli_speed.py keeps them equal.
+#: :class:`~lit_edit.mechanics.key_statistics.KeyStatisticsSpec`'s defaults (the editors' own), written out so that
+#: ``--help`` imports no torch; tests/test_cli_speed.py keeps them equal.
 SPEC_DEFAULTS = SimpleNamespace(corpus=None, samples=1000, tokens=64, batch_size=64, seed=0)
 
 
@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> list[str]:
     """Estimates (or finds cached) C for every requested layer; prints the cache files, with how many keys each
     summarises and a hash of its sums (to check that another machine's estimate is the same), and returns them."""
-    from lit_edit.key_statistics import KeyStatisticsSpec, cache_path, estimate_key_moments, read_moment_file
-    from lit_edit.model_layout import ModelLayout
+    from lit_edit.mechanics.key_statistics import KeyStatisticsSpec, cache_path, estimate_key_moments, read_moment_file
+    from lit_edit.mechanics.model_layout import ModelLayout
     from lit_edit.models import ModelSpec, load_model, load_tokenizer
 
     spec = ModelSpec(name=args.model, dtype=args.dtype)

@@ -1,59 +1,7 @@
-"""Which tokens of a tokenized prompt spell its subject: ROME's key sits at the subject's last token,
-causal tracing corrupts the subject's tokens.
+"""Moved to :mod:`lit_edit.mechanics.subject_tokens` (this path still imports it)."""
 
-Found by character offsets, so a subject that tokenizes differently inside the prompt than alone
-(" Paris" against "Paris") is still found; the span covers every token that overlaps the subject.
-"""
+import sys
 
-from __future__ import annotations
+from lit_edit.mechanics import subject_tokens as _moved
 
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
-
-
-def subject_token_span(tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str,
-                       add_special_tokens: bool = True) -> tuple[int, int]:
-    """Token positions ``[start, end)`` of the last occurrence of ``subject`` in ``prompt``, as
-    ``tokenizer(prompt, add_special_tokens=...)`` tokenizes it."""
-    if not subject:
-        raise _subject_not_found(f"no subject given for prompt {prompt!r}")
-    begin = prompt.rfind(subject)
-    if begin < 0:
-        raise _subject_not_found(f"subject {subject!r} does not occur in prompt {prompt!r}; locating editors "
-                                 "(ROME, MEMIT) and causal tracing need the subject spelled as in the prompt")
-    stop = begin + len(subject)
-    if not tokenizer.is_fast:
-        raise TypeError(f"{type(tokenizer).__name__} gives no character offsets; use a fast tokenizer")
-    encoded = tokenizer(prompt, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-    tokens = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if b > a and a < stop and b > begin]
-    if not tokens:
-        raise _subject_not_found(f"subject {subject!r} covers no token of prompt {prompt!r}")
-    return tokens[0], tokens[-1] + 1
-
-
-def subject_last_token(tokenizer: PreTrainedTokenizerBase, prompt: str, subject: str) -> int:
-    """Position of the subject's last token in the tokenized prompt (special tokens included)."""
-    return subject_token_span(tokenizer, prompt, subject)[1] - 1
-
-
-def _subject_not_found(message: str) -> Exception:
-    error: Any = globals().get("SubjectNotFoundError") or __getattr__("SubjectNotFoundError")
-    return error(message)
-
-
-def __getattr__(name: str) -> type:
-    """``SubjectNotFoundError``, defined at first use: it is an edit refusal (:mod:`lit_edit.editors.edited_model`), and
-    importing the editors package imports :mod:`lit_edit.tracing`, which imports this module, so a module-level
-    import of it here would be circular whichever of the two a process imports first."""
-    if name != "SubjectNotFoundError":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from lit_edit.editors.edited_model import EditRefusedError
-
-    class SubjectNotFoundError(EditRefusedError):
-        """The prompt does not contain the subject (or it was truncated away): the record's mistake. An edit of it
-        is refused (an evaluation records it as failed and goes on); causal tracing reports it. A ValueError."""
-
-    SubjectNotFoundError.__module__, SubjectNotFoundError.__qualname__ = __name__, "SubjectNotFoundError"
-    globals()[name] = SubjectNotFoundError
-    return SubjectNotFoundError
+sys.modules[__name__] = _moved

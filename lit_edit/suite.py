@@ -1,6 +1,7 @@
-"""Moved to :mod:`lit_edit.evaluation.suite`; this module re-exports it, so that configs naming
-``lit_edit.suite.EditorSuite`` keep working."""
+"""Moved to :mod:`lit_edit.evaluation.suite` (this path still imports it)."""
 
-from lit_edit.evaluation.suite import COLUMNS, OPTIONAL_COLUMNS, EditorSuite, only_editors, results_table
+import sys
 
-__all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "EditorSuite", "only_editors", "results_table"]
+from lit_edit.evaluation import suite as _moved
+
+sys.modules[__name__] = _moved

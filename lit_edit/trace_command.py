@@ -101,9 +101,9 @@ def summarize(traces: list[CausalTrace], kinds: list[str]) -> dict[str, object]:
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from lit_edit.data.datamodule import context_length_of
-    from lit_edit.model_layout import LayoutSpec, ModelLayout
+    from lit_edit.mechanics.model_layout import LayoutSpec, ModelLayout
+    from lit_edit.mechanics.subject_tokens import SubjectNotFoundError, subject_token_span
     from lit_edit.models import ModelSpec, load_model, load_tokenizer
-    from lit_edit.subject_tokens import SubjectNotFoundError, subject_token_span
     from lit_edit.tracing import Fact, Tracer, embedding_noise_std, plot_summary, read_known_facts, write_trace
 
     if bool(args.facts) == bool(args.prompt):

@@ -28,8 +28,9 @@ from lit_edit.data.datamodule import non_empty, resolve_data_path
 from lit_edit.data.readers import iter_json_records
 from lit_edit.data.records import EditDataError
 from lit_edit.errors import ConfigurationError
-from lit_edit.model_layout import ModelLayout
-from lit_edit.subject_tokens import subject_token_span
+from lit_edit.mechanics.hooks import removed_after
+from lit_edit.mechanics.model_layout import ModelLayout
+from lit_edit.mechanics.subject_tokens import subject_token_span
 
 Kind = Literal["hidden", "mlp", "attention"]
 KINDS: tuple[Kind, ...] = ("hidden", "mlp", "attention")
@@ -134,15 +135,6 @@ def window_layers(layer: int, window: int, num_layers: int) -> range:
     return range(max(0, layer - window // 2), min(num_layers, layer - (-window // 2)))
 
 
-@contextmanager
-def _hooks(handles: list[Any]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 class Tracer:
     """Runs one prompt clean, corrupted, and corrupted with restorations, on ``model`` (which it never writes)."""
 
@@ -222,7 +214,7 @@ class Tracer:
                 def record(module: nn.Module, args: Any, output: Any, key: tuple[str, int] = (kind, layer)) -> None:
                     states[key] = _first(output)[0].detach().clone()
                 handles.append(traced_module(self.layout, kind, layer).register_forward_hook(record))
-        with _hooks(handles):
+        with removed_after(handles):
             logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
         return states, torch.softmax(logits[0, -1].float(), dim=-1)
 
@@ -237,7 +229,7 @@ class Tracer:
             output[:, start:stop] += noise
             return output
 
-        with _hooks([self.layout.embeddings().register_forward_hook(corrupt)]):
+        with removed_after([self.layout.embeddings().register_forward_hook(corrupt)]):
             yield
 
     def _restored_probability(self, ids: Tensor, answer_id: int, draws: Tensor, start: int, stop: int, kind: Kind,
@@ -256,7 +248,7 @@ class Tracer:
                 state[rows, tokens] = clean[tokens].to(state.dtype)
                 return _with_first(output, state)
             handles.append(traced_module(self.layout, kind, layer).register_forward_hook(restore))
-        with self._corrupted(draws, start, stop, rows_per_sample=len(positions)), _hooks(handles):
+        with self._corrupted(draws, start, stop, rows_per_sample=len(positions)), removed_after(handles):
             probs = self.answer_probability(ids.expand(len(rows), -1), answer_id)
         return probs.view(len(positions), samples).mean(1)
 

@@ -20,7 +20,7 @@ from unittest import mock
 
 import torch
 
-import lit_edit.editors.memit as memit_module
+import lit_edit.editors.memit.memit as memit_module
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors import MEMIT
 from lit_edit.editors.key_value import fact_rows, run

@@ -21,7 +21,7 @@ from conftest import TINY_CONFIGS, synthetic_records
 from test_memory_editors import tiny_encoder
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-import lit_edit.editors.cache as cache_module
+import lit_edit.editors.cache.cache as cache_module
 from lit_edit.data.batch import IGNORE_INDEX
 from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.editors import EditFailedError, Editor

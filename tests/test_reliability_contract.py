@@ -17,9 +17,9 @@ from conftest import synthetic_records
 from test_memory_editors import tiny_encoder
 
 import lit_edit.editors.base as editor_base
-import lit_edit.editors.cache as cache_module
-import lit_edit.editors.memit as memit_module
-import lit_edit.editors.rome as rome_module
+import lit_edit.editors.cache.cache as cache_module
+import lit_edit.editors.memit.memit as memit_module
+import lit_edit.editors.rome.rome as rome_module
 from lit_edit.data.batch import EditBatch
 from lit_edit.data.records import EditRecord
 from lit_edit.editors import (

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import synthetic_records
 
-import lit_edit.editors.rome as rome_module
+import lit_edit.editors.locating as locating_module
 from lit_edit.editors import MEMIT, ROME
 from lit_edit.editors.key_value import TargetOptimisation
 from lit_edit.editors.rome import ContextPrefixes
@@ -37,13 +37,13 @@ def deltas(editor, records) -> dict[str, torch.Tensor]:
 def searches_counted(monkeypatch) -> list[int]:
     """Patches the target search to record how many facts each call searches for."""
     counted: list[int] = []
-    search = rome_module.optimise_shift
+    search = locating_module.optimise_shift
 
     def counting(*args, **kwargs):
         counted.append(len(args[4].unprefixed))
         return search(*args, **kwargs)
 
-    monkeypatch.setattr(rome_module, "optimise_shift", counting)
+    monkeypatch.setattr(locating_module, "optimise_shift", counting)
     return counted
 
 

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lit_edit.data.records import EditDataError, EditRecord, LabeledPrompt
 from lit_edit.errors import ConfigurationError
-from lit_edit.metrics import IGNORE_INDEX
+from lit_edit.evaluation.metrics import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -228,3 +228,13 @@ def _pad(rows: list[list[int]], value: int) -> tuple[Tensor, Tensor]:
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, : len(row)] = 1
     return ids, mask
+
+
+class MovesEditBatches:
+    """For a LightningModule (listed before it among the bases) that trains or evaluates on :class:`EditBatch`:
+    Lightning moves tensors and collections of them to the device itself, but not a dataclass of our own."""
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, EditBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)  # type: ignore[misc]

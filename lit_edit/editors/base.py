@@ -16,76 +16,30 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from lit_edit.activation_checkpointing import checkpoint_blocks
-from lit_edit.data.batch import EditBatch, PromptTokenizer, TokenizedExamples
-from lit_edit.editors.edit_result import EditResult
-from lit_edit.editors.edited_model import EditedModel, EditFailedError, aligned_logits, prediction_mask
-from lit_edit.editors.lower_blocks import LowerBlocks
-from lit_edit.editors.settings import require_at_least
+from lit_edit.checkpoint_files import MADE_FOR_KEY as MADE_FOR_KEY
+from lit_edit.data.batch import EditBatch, MovesEditBatches, PromptTokenizer, TokenizedExamples
 from lit_edit.errors import CheckpointError
 from lit_edit.evaluation import scoring
 from lit_edit.evaluation.scores import EditScores as EditScores
 from lit_edit.evaluation.scores import kept_score
 from lit_edit.evaluation.scores import unedited_predictions as unedited_predictions
-from lit_edit.key_statistics import model_fingerprint, model_weights_fingerprint
+from lit_edit.mechanics.activation_checkpointing import checkpoint_blocks
+from lit_edit.mechanics.edit_result import EditResult
+from lit_edit.mechanics.edited_model import EditedModel, EditFailedError, aligned_logits, prediction_mask
+from lit_edit.mechanics.key_statistics import model_fingerprint, model_weights_fingerprint
+from lit_edit.mechanics.lower_blocks import LowerBlocks
+from lit_edit.mechanics.settings import require_at_least
 from lit_edit.models import ModelSpec, editable_parameters, load_model, load_tokenizer
-from lit_edit.pretrained import is_exported, read_exported, resolve_editor_path
-from lit_edit.safe_files import (
-    check_deepspeed_directory,
-    deepspeed_globals,
-    deepspeed_reads_weights_only,
-    load_tensors_file,
-    use_safe_checkpoint_io,
-)
-
-#: The key under which an editor's training checkpoint records what it was made for (:meth:`Editor.made_for`).
-MADE_FOR_KEY = "lit_edit_made_for"
+from lit_edit.pretrained import read_editor_checkpoint as read_editor_checkpoint
+from lit_edit.pretrained import read_editor_state as read_editor_state
+from lit_edit.safe_files import use_safe_checkpoint_io
 
 
-def read_editor_state(path: str | Path) -> dict[str, Tensor]:
-    """An editor's weights from a training checkpoint: a Lightning ``.ckpt`` file, or the directory that the
-    DeepSpeed strategy writes instead (its ZeRO shards are merged into full float32 tensors)."""
-    return read_editor_checkpoint(path)[0]
-
-
-def read_editor_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
-    """(weights, what the checkpoint records it was made for, or ``None`` for one written before that was recorded).
-
-    ``path``: a ``.ckpt`` file, a DeepSpeed checkpoint directory, or a shipped editor (``pretrained:NAME`` or its
-    directory: safetensors and a manifest, :mod:`lit_edit.pretrained`).
-
-    Nothing in the file runs: a ``.ckpt`` is read with ``weights_only=True``, and so is every file DeepSpeed's loader
-    reads of a DeepSpeed directory (:mod:`lit_edit.safe_files`); otherwise
-    :class:`~lit_edit.errors.UnsafeFileError` or :class:`~lit_edit.errors.CheckpointError` names the file.
-    """
-    path = resolve_editor_path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no editor checkpoint there (train the editor first: python train.py ...)")
-    if is_exported(path):  # a shipped editor: safetensors and its manifest (lit_edit.pretrained)
-        return read_exported(path)
-    if not path.is_dir():
-        saved = load_tensors_file(path, "editor checkpoint (a train.py .ckpt)")
-        if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
-            raise CheckpointError(f"{path}: not a training checkpoint (it has no state_dict)")
-        return saved["state_dict"], saved.get(MADE_FOR_KEY)
-    check_deepspeed_directory(path)
-    shards = sorted((path / "checkpoint").glob("*model_states.pt"))
-    if not shards:
-        raise CheckpointError(f"{path}: not a DeepSpeed checkpoint of train.py (no checkpoint/*model_states.pt)")
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    client_state = load_tensors_file(shards[0], "DeepSpeed checkpoint file", allow=deepspeed_globals(), mmap=True)
-    with deepspeed_reads_weights_only():
-        state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag="checkpoint")
-    made_for = client_state.get(MADE_FOR_KEY) if isinstance(client_state, dict) else None
-    return {key.removeprefix("_forward_module."): value for key, value in state.items()}, made_for
-
-
-class Editor(LightningModule):
+class Editor(MovesEditBatches, LightningModule):
     """Base class: holds the (frozen, shared) base model and scores edits."""
 
-    #: Whether DeepSpeed ZeRO-3 may partition this editor's trainable parameters: true when each is read only
-    #: inside a submodule's forward (directly read ones go through a :class:`~lit_edit.editors.parameters.ParameterBank`).
+    #: Whether DeepSpeed ZeRO-3 may partition this editor's trainable parameters: true when each is read only inside a
+    #: submodule's forward (directly read ones go through a :class:`~lit_edit.mechanics.parameters.ParameterBank`).
     supports_zero3: ClassVar[bool] = False
     #: Hyperparameters that change how fast an editor works, not what it edits: an evaluation log written with
     #: other values of these is still resumed (they are left out of the run's fingerprint, as the accelerator is).
@@ -135,9 +89,9 @@ class Editor(LightningModule):
         """Return the model edited by ``batch.edit``; the base model itself is never modified.
 
         ``on``: an earlier result of this editor (every edit so far, in a sequential run): the new edits are made on
-        top of it and the result holds them all (:mod:`lit_edit.editors.edit_result`), for weight editors and memory
+        top of it and the result holds them all (:mod:`lit_edit.mechanics.edit_result`), for weight editors and memory
         editors alike. An editor whose edit reads the base model's weights gets this from
-        :func:`~lit_edit.editors.edit_result.builds_on_weights`."""
+        :func:`~lit_edit.mechanics.edit_result.builds_on_weights`."""
         raise NotImplementedError
 
     def checked_edit(self, batch: EditBatch, on: EditResult | None = None) -> EditResult:
@@ -150,7 +104,7 @@ class Editor(LightningModule):
         return edited
 
     def load_edit(self, path: str | Path) -> EditResult:
-        """An edit saved with :meth:`EditResult.save <lit_edit.editors.edit_result.EditResult.save>`, on this
+        """An edit saved with :meth:`EditResult.save <lit_edit.mechanics.edit_result.EditResult.save>`, on this
         editor's base model (a weight edit here; memory editors read their memory file)."""
         return EditedModel.load(path, self.model, self.kind)
 
@@ -185,7 +139,7 @@ class Editor(LightningModule):
     @property
     def lower_blocks(self) -> LowerBlocks | None:
         """The frozen blocks below every edited weight, run once for an unedited and an edited pass over the same
-        inputs (causal LMs; ``None`` where nothing can be skipped: :mod:`lit_edit.editors.lower_blocks`)."""
+        inputs (causal LMs; ``None`` where nothing can be skipped: :mod:`lit_edit.mechanics.lower_blocks`)."""
         if "_lower_blocks" not in self.__dict__:
             self.__dict__["_lower_blocks"] = (LowerBlocks.below(self.model, self.editable_names)
                                               if self.kind == "causal" else None)
@@ -203,9 +157,6 @@ class Editor(LightningModule):
         super()._apply(fn, recurse)
         self.model._apply(fn, recurse)
         return self
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, EditBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def skip_step(self) -> None:
         """For a trainable editor's ``training_step`` whose loss diverged: no update, counted in the logs."""

@@ -2,7 +2,7 @@
 out-of-scope). ENN adds a third term and keeps its own.
 
 The step is written so that the frozen blocks below the edited weights run once per input
-(:mod:`lit_edit.editors.lower_blocks`): the unedited out-of-scope pass records them for the edited one, and, for an
+(:mod:`lit_edit.mechanics.lower_blocks`): the unedited out-of-scope pass records them for the edited one, and, for an
 editor whose edit depends on nothing but its edit examples' gradients (MEND), the edit's own pass is made over every
 row the step reads (labels on the edit prompts' rows only) and records them for all the other passes.
 """
@@ -18,9 +18,9 @@ from torch.profiler import record_function
 
 from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edited_model import EditFailedError, locality_kl, nll_loss, prediction_mask
-from lit_edit.editors.lower_blocks import LowerBlocks, Recording
-from lit_edit.metrics import edit_success
+from lit_edit.evaluation.metrics import edit_success
+from lit_edit.mechanics.edited_model import EditFailedError, locality_kl, nll_loss, prediction_mask
+from lit_edit.mechanics.lower_blocks import LowerBlocks, Recording
 
 #: The parts of a training step, as ``torch.profiler`` sees them (scripts/benchmark_training_step.py reads them).
 STEP_PARTS = {"edit": "lit_edit: edit", "in_scope": "lit_edit: in-scope pass, edited",

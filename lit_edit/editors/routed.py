@@ -4,7 +4,7 @@ SERAC and the edit cache never change a weight. Their edit is a memory plus a ro
 names the stored edit it falls in the scope of (or none); :class:`RoutedModel` then assembles logits aligned
 with the query's labels from the base model's rows and the editor's rows, so the shared scoring in
 :meth:`lit_edit.editors.base.Editor.score` needs nothing special. A :class:`RoutedModel` keeps the
-:class:`~lit_edit.editors.edit_result.EditResult` contract as a weight edit does: edits made on top of it join its
+:class:`~lit_edit.mechanics.edit_result.EditResult` contract as a weight edit does: edits made on top of it join its
 memory (``then``), and it is saved as its memory's file.
 """
 
@@ -23,9 +23,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edit_result import EditResult
-from lit_edit.editors.edited_model import EditFailedError, aligned_logits
-from lit_edit.editors.memory import EditMemory
+from lit_edit.mechanics.edit_result import EditResult
+from lit_edit.mechanics.edited_model import EditFailedError, aligned_logits
+from lit_edit.mechanics.memory import EditMemory
 
 #: Edit index of a row that no stored edit covers: the base model answers it.
 NO_EDIT = -1

@@ -22,6 +22,10 @@ from typing import Any
 from lit_edit.errors import UserInputError
 from lit_edit.evaluation.results import EditorResult, LogEntry
 
+__all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "ResultsFileError", "add_arguments", "load_results", "main",
+           "plot_batch_sizes", "plot_es_dd", "plot_retention", "read_results", "records_from_log", "results_table",
+           "write_run_report"]
+
 #: Table columns: (heading, logged metric key, format).
 COLUMNS = (
     ("ES", "es", "{:.3f}"),

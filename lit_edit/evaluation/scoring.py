@@ -20,8 +20,8 @@ from lit_edit.evaluation.scores import EditScores, unedited_predictions
 if TYPE_CHECKING:  # at run time these would import the editors, which import this module
     from lightning.pytorch import LightningModule
 
-    from lit_edit.editors.edit_result import EditResult
-    from lit_edit.editors.edited_model import EditedModel
+    from lit_edit.mechanics.edit_result import EditResult
+    from lit_edit.mechanics.edited_model import EditedModel
 
 __all__ = ["Scoreable", "TimedEdit", "UneditedLogits", "log_scores", "score", "score_portability",
            "score_target_preference", "timed_edit", "unedited_logits"]
@@ -81,7 +81,7 @@ def score(editor: Scoreable, batch: EditBatch, scores: EditScores,
 
     ``pre``: the unedited logits (:func:`unedited_logits`, computed if not given). ``made``: the edit, when the
     caller made it (one edit scored in chunks); otherwise it is made and timed here. An edit whose outputs on the
-    in-scope rows are not finite raises :class:`~lit_edit.editors.edited_model.EditFailedError`, as
+    in-scope rows are not finite raises :class:`~lit_edit.mechanics.edited_model.EditFailedError`, as
     ``Editor.checked_edit`` does, and updates nothing.
     """
     pre_in, in_labels, pre_out, out_labels = pre if pre is not None else unedited_logits(editor, batch)

@@ -20,7 +20,6 @@ from torch import nn
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edited_model import EditFailedError
 from lit_edit.errors import ConfigurationError, RunInUseError
 from lit_edit.evaluation.paper_scores import inverse_document_frequencies
 from lit_edit.evaluation.report import COLUMNS, OPTIONAL_COLUMNS, results_table, write_run_report
@@ -29,6 +28,7 @@ from lit_edit.evaluation.scores import EditScores
 from lit_edit.evaluation.scoring import log_scores, score, timed_edit, unedited_logits
 from lit_edit.generation import greedy_completion
 from lit_edit.json_ready import json_ready
+from lit_edit.mechanics.edited_model import EditFailedError
 from lit_edit.preemption import Preempted, StopRequest
 from lit_edit.protocol import ResultsLog, SequentialEditing, account, metric_states, read_run
 from lit_edit.provenance import run_provenance

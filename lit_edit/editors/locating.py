@@ -1,42 +1,35 @@
-"""ROME (Meng et al. 2022): one rank-one update of one MLP output projection per fact, with no training.
+"""What ROME and MEMIT share (:class:`LocatingEditor`): the edited MLPs found in the model's layout, the sampled
+prefixes that keys and targets are averaged over, the key statistics C per layer, and the search for target values.
 
-k* is the projection's input at the subject's last token (averaged over sampled prefixes), v* the output that
-makes the model predict the new target (found by optimisation, :mod:`lit_edit.editors.key_value`), and
-W ← W + (v* − W k)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀk) with C = E[kkᵀ] estimated once per model and layer
-(:mod:`lit_edit.key_statistics`). The averaged k* sets which keys the update touches; k, the key of the edit prompt
-itself, is the one mapped exactly to v*, as in ROME's released code. (With k* in both places, the paper's formula,
-the prompt's own output misses v* by W(k − k*), which cost SmolLM2 about one edit in fifteen; BENCHMARKS §10.)
-Several edits in a batch are written one after the other.
+The locating editors live in their own folders (:mod:`lit_edit.editors.rome`, :mod:`lit_edit.editors.memit`) and
+both build on this class; the key-value mechanics they call are :mod:`lit_edit.mechanics.key_value`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edit_result import builds_on_weights
-from lit_edit.editors.edited_model import EditedModel, EditRefusedError
-from lit_edit.editors.key_value import (
+from lit_edit.errors import ConfigurationError
+from lit_edit.mechanics.edited_model import EditRefusedError
+from lit_edit.mechanics.key_statistics import KeyStatisticsSpec, estimate_key_moments, well_conditioned
+from lit_edit.mechanics.key_value import (
     FactRequest,
     TargetOptimisation,
     context_prefixes,
-    current_values,
     essence_rows,
     fact_rows,
     optimise_shift,
-    rank_one_update,
-    subject_keys,
 )
-from lit_edit.editors.settings import require_at_least, require_layers, require_number_at_least
-from lit_edit.editors.target_cache import TargetCache
-from lit_edit.errors import ConfigurationError
-from lit_edit.key_statistics import KeyStatisticsSpec, estimate_key_moments, well_conditioned
-from lit_edit.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
+from lit_edit.mechanics.model_layout import LayoutSpec, ModelLayout, as_out_in, weight_orientation
+from lit_edit.mechanics.settings import require_at_least, require_layers, require_number_at_least
+from lit_edit.mechanics.target_cache import TargetCache
 from lit_edit.models import ModelSpec
 from lit_edit.tracing import LayerSelection
 
@@ -75,13 +68,15 @@ class LocatingEditor(Editor):
     """What ROME and MEMIT share: the layout, the prefixes, the key statistics C per layer, the target search."""
 
     unscored_hparams = Editor.unscored_hparams | {"cache_targets"}
+    #: The setting that names the edited layers, in messages (ROME edits one: ``layer``).
+    layers_setting: ClassVar[str] = "layers"
 
     def __init__(self, model: ModelSpec | None, layers: list[int], layout: LayoutSpec | None,
                  statistics: KeyStatisticsSpec | None, target: TargetOptimisation | None,
                  prefixes: ContextPrefixes | None, max_condition: float, max_length: int,
                  layer_selection: LayerSelection | None = None, cache_targets: bool = False) -> None:
         owner = type(self).__name__
-        layers_setting = "layer" if isinstance(self, ROME) else "layers"
+        layers_setting = self.layers_setting
         if layer_selection is None:
             require_layers(owner, layers_setting, layers)
         statistics, target = statistics or KeyStatisticsSpec(), target or TargetOptimisation()
@@ -133,7 +128,7 @@ class LocatingEditor(Editor):
         predict the target (ROME's v*, MEMIT's z*), searched for ``facts_per_search`` facts in one batch.
 
         With ``cache_targets``, targets searched on the unedited model (``params`` empty) are read from and written to
-        :class:`~lit_edit.editors.target_cache.TargetCache`, each as soon as its batch is done.
+        :class:`~lit_edit.mechanics.target_cache.TargetCache`, each as soon as its batch is done.
         """
         module = self.model.get_submodule(module_name)
         cache = None
@@ -175,49 +170,3 @@ class LocatingEditor(Editor):
         weight = params.get(name, self.base_params()[name]).detach()
         stored = delta if weight_orientation(self.layout.mlp_out(layer)) == "out_in" else delta.T
         return {**params, name: weight + stored.to(weight.dtype)}
-
-
-class ROME(LocatingEditor):
-    """Rank-one model editing of one layer's MLP output projection."""
-
-    def __init__(self, model: ModelSpec | None = None, layer: int = 5, layout: LayoutSpec | None = None,
-                 statistics: KeyStatisticsSpec | None = None, target: TargetOptimisation | None = None,
-                 prefixes: ContextPrefixes | None = None, max_condition: float = 1.0e6, max_length: int = 128,
-                 layer_selection: LayerSelection | None = None, cache_targets: bool = False) -> None:
-        """
-        Args:
-            layer: the block whose MLP output projection is rewritten (causal tracing says where facts live).
-            layout: where the blocks and MLPs are (default: found from the model's structure).
-            statistics: the text C = E[kkᵀ] is estimated from.
-            target: the search for v*.
-            prefixes: the sampled prefixes k* and v* are averaged over.
-            max_condition: C's largest condition number before a ridge is added (with a warning).
-            layer_selection: choose ``layer`` by causal tracing instead (the layer whose MLP output at the subject's
-                last token restores most of the answer; :class:`lit_edit.tracing.LayerSelection`).
-            cache_targets: keep each v* searched on the unedited model under ``checkpoints/targets/`` and reuse it
-                (:mod:`lit_edit.editors.target_cache`); a reused target's edit time leaves out the search.
-        """
-        super().__init__(model, [layer], layout, statistics, target, prefixes, max_condition, max_length,
-                         layer_selection, cache_targets)
-        self.save_hyperparameters()
-        self.layer = self.layers[0]
-
-    @builds_on_weights
-    def edit(self, batch: EditBatch, on: EditedModel | None = None) -> EditedModel:
-        params: dict[str, Tensor] = {}
-        for request in self.requests(batch):
-            params = self.with_delta(self.layer, params, self.rank_one_delta(request, params))
-        return EditedModel(self.model, self.kind, params)
-
-    def rank_one_delta(self, request: FactRequest, params: dict[str, Tensor]) -> Tensor:
-        """ΔW (out, in) that writes one fact into the model as edited by ``params``."""
-        module = self.layout.mlp_out(self.layer)
-        rows = fact_rows(self.prompts, [request], self.prefixes()).to(self.device)
-        averaged, own = subject_keys(self.model, params, module, rows)
-        target = self.searched_targets(self.layout.mlp_out_name(self.layer), [request], params)
-        weight = self.weight(self.layer, params).float()
-        bias = None if getattr(module, "bias", None) is None else module.bias.float()
-        residual = target - current_values(weight, bias, own)
-        with torch.no_grad():
-            direction = torch.linalg.solve(self.key_moment(self.layer), averaged[0].double())
-        return rank_one_update(own[0], residual[0], direction)

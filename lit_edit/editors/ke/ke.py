@@ -27,23 +27,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 from transformers import PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 
 from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edit_result import builds_on_weights
-from lit_edit.editors.edited_model import (
+from lit_edit.editors.objective import edit_and_locality_step
+from lit_edit.mechanics.edit_result import builds_on_weights
+from lit_edit.mechanics.edited_model import (
     EditedModel,
     EditFailedError,
     aligned_logits,
     at_least_float32,
 )
-from lit_edit.editors.mend import ActivationCapture
-from lit_edit.editors.objective import edit_and_locality_step
-from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
-from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
-from lit_edit.errors import ConfigurationError
-from lit_edit.models import ModelSpec, owning_module
+from lit_edit.mechanics.hooks import ActivationCapture
+from lit_edit.mechanics.model_layout import linear_weight_orientation
+from lit_edit.mechanics.schedule import LrSchedule, check_schedule, scheduled
+from lit_edit.mechanics.settings import require_at_least, require_non_negative, require_positive
+from lit_edit.models import ModelSpec
 
 
 def per_example_nll(logits: Tensor, labels: Tensor) -> Tensor:
@@ -147,7 +146,7 @@ class KE(Editor):
             c_edit, c_loc: weights of the in-scope NLL after the edit and of the out-of-scope KL (as MEND's).
             warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
                 stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
-                :mod:`lit_edit.editors.schedule`).
+                :mod:`lit_edit.mechanics.schedule`).
             checkpoint: a training checkpoint to start from (it holds only the hypernetwork's weights).
             gradient_checkpointing: recompute the base model's block activations in backward (see ``Editor``).
         """
@@ -165,11 +164,8 @@ class KE(Editor):
         self.transposed: dict[str, bool] = {}
         gates: dict[str, GatedUpdate] = {}
         for name, param in self.base_params().items():
-            module = owning_module(self.model, name)
-            if not isinstance(module, (nn.Linear, Conv1D)) or name.rpartition(".")[2] != "weight":
-                raise ConfigurationError(f"KE edits linear weights only; {name} belongs to {type(module).__name__} "
-                                         "(model.editable names it)")
-            self.transposed[name] = isinstance(module, Conv1D)  # GPT-2's Conv1D stores weight as [in, out]
+            # GPT-2's Conv1D stores its weight as [in, out]
+            self.transposed[name] = linear_weight_orientation(self.model, name, "KE") == "in_out"
             out_features, in_features = param.shape[::-1] if self.transposed[name] else param.shape
             gates[_module_key(name)] = GatedUpdate(out_features, in_features, condition_dim, hidden_dim)
         self.gates = nn.ModuleDict(gates)

@@ -12,12 +12,12 @@ import torch
 from torch import Tensor
 
 from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
-from lit_edit.editors.edit_result import EditResult, composed
-from lit_edit.editors.edited_model import EditFailedError, EditRefusedError
-from lit_edit.editors.memory import EditDescriptor, EditMemory
 from lit_edit.editors.routed import NO_EDIT, MemoryEditor, RoutedModel, Router, Routing, prompt_positions
-from lit_edit.editors.settings import require_non_negative
 from lit_edit.errors import ConfigurationError
+from lit_edit.mechanics.edit_result import EditResult, composed
+from lit_edit.mechanics.edited_model import EditFailedError, EditRefusedError
+from lit_edit.mechanics.memory import EditDescriptor, EditMemory
+from lit_edit.mechanics.settings import require_non_negative
 from lit_edit.models import ModelSpec
 
 #: How far above every other token a cached answer's token scores: its probability is 1 - V·e^-20.

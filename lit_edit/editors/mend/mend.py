@@ -12,45 +12,18 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers.pytorch_utils import Conv1D
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edit_result import builds_on_weights
-from lit_edit.editors.edited_model import EditedModel, aligned_logits, nll_loss
 from lit_edit.editors.objective import edit_and_locality_step
-from lit_edit.editors.parameters import ParameterBank
-from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
-from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
-from lit_edit.errors import ConfigurationError
+from lit_edit.mechanics.edit_result import builds_on_weights
+from lit_edit.mechanics.edited_model import EditedModel, aligned_logits, nll_loss
+from lit_edit.mechanics.hooks import ActivationCapture
+from lit_edit.mechanics.model_layout import linear_weight_orientation
+from lit_edit.mechanics.parameters import ParameterBank
+from lit_edit.mechanics.schedule import LrSchedule, check_schedule, scheduled
+from lit_edit.mechanics.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.models import ModelSpec, owning_module
-
-
-class ActivationCapture:
-    """Context that records, for watched modules, their input and the gradient of their output."""
-
-    def __init__(self, model: nn.Module, module_names: list[str]) -> None:
-        self.modules = {name: model.get_submodule(name) for name in module_names}
-        self.inputs: dict[str, Tensor] = {}
-        self.output_grads: dict[str, Tensor] = {}
-        self._handles: list[Any] = []
-
-    def __enter__(self) -> ActivationCapture:
-        for name, module in self.modules.items():
-            self._handles.append(module.register_forward_hook(self._hook(name)))
-        return self
-
-    def _hook(self, name: str) -> Any:
-        def record(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            self.inputs[name] = args[0].detach()
-            if output.requires_grad:
-                output.register_hook(lambda grad: self.output_grads.__setitem__(name, grad.detach()))
-        return record
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
 
 class RunningNorm(nn.Module):
@@ -138,7 +111,7 @@ class MEND(Editor):
             c_edit, c_loc: weights of the in-scope NLL after the edit and of the out-of-scope KL.
             warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
                 stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
-                :mod:`lit_edit.editors.schedule`).
+                :mod:`lit_edit.mechanics.schedule`).
             checkpoint: a training checkpoint to start from (it holds only the editor's weights).
         """
         owner = type(self).__name__
@@ -156,11 +129,8 @@ class MEND(Editor):
         groups: dict[str, list[str]] = {}
         self.transposed: dict[str, bool] = {}
         for name, param in self.base_params().items():
-            module = owning_module(self.model, name)
-            if not isinstance(module, (nn.Linear, Conv1D)) or name.rpartition(".")[2] != "weight":
-                raise ConfigurationError(f"MEND edits linear weights only; {name} belongs to {type(module).__name__} "
-                                         "(model.editable names it)")
-            self.transposed[name] = isinstance(module, Conv1D)  # GPT-2's Conv1D stores weight as [in, out]
+            # GPT-2's Conv1D stores its weight as [in, out]
+            self.transposed[name] = linear_weight_orientation(self.model, name, "MEND") == "in_out"
             groups.setdefault(_shape_key(param.shape), []).append(name)
         self.layer_index = {name: i for names in groups.values() for i, name in enumerate(names)}
         self.group_of = {name: key for key, names in groups.items() for name in names}

@@ -13,9 +13,11 @@ import torch
 from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
-from lit_edit.editors.edit_result import builds_on_weights
-from lit_edit.editors.edited_model import EditedModel
-from lit_edit.editors.key_value import (
+from lit_edit.editors.locating import ContextPrefixes, LocatingEditor
+from lit_edit.mechanics.edit_result import builds_on_weights
+from lit_edit.mechanics.edited_model import EditedModel
+from lit_edit.mechanics.key_statistics import KeyStatisticsSpec
+from lit_edit.mechanics.key_value import (
     FactRows,
     TargetOptimisation,
     captured,
@@ -24,10 +26,8 @@ from lit_edit.editors.key_value import (
     mean_per_fact,
     run_until,
 )
-from lit_edit.editors.rome import ContextPrefixes, LocatingEditor
-from lit_edit.editors.settings import require_at_least, require_positive
-from lit_edit.key_statistics import KeyStatisticsSpec
-from lit_edit.model_layout import LayoutSpec, weight_orientation
+from lit_edit.mechanics.model_layout import LayoutSpec, weight_orientation
+from lit_edit.mechanics.settings import require_at_least, require_positive
 from lit_edit.models import ModelSpec
 from lit_edit.tracing import LayerSelection
 
@@ -53,7 +53,7 @@ class MEMIT(LocatingEditor):
             layer_selection: choose ``layers`` by causal tracing instead: the traced layer and ``neighbours`` on
                 each side (:class:`lit_edit.tracing.LayerSelection`).
             cache_targets: keep each z* under ``checkpoints/targets/`` and reuse it
-                (:mod:`lit_edit.editors.target_cache`): an edit of thousands of facts that is stopped resumes at the
+                (:mod:`lit_edit.mechanics.target_cache`): an edit of thousands of facts that is stopped resumes at the
                 facts it had not reached, and facts written one at a time before are not searched for again. A
                 reused target's edit time leaves out the search.
         """

@@ -16,8 +16,9 @@ from torch import Tensor
 
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
-from lit_edit.editors.edit_result import composed
-from lit_edit.editors.edited_model import (
+from lit_edit.evaluation.metrics import edit_success
+from lit_edit.mechanics.edit_result import composed
+from lit_edit.mechanics.edited_model import (
     EditedModel,
     EditFailedError,
     aligned_logits,
@@ -25,10 +26,9 @@ from lit_edit.editors.edited_model import (
     nll_loss,
     prediction_mask,
 )
-from lit_edit.editors.parameters import ParameterBank
-from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
-from lit_edit.editors.settings import require_at_least, require_non_negative, require_positive
-from lit_edit.metrics import edit_success
+from lit_edit.mechanics.parameters import ParameterBank
+from lit_edit.mechanics.schedule import LrSchedule, check_schedule, scheduled
+from lit_edit.mechanics.settings import require_at_least, require_non_negative, require_positive
 from lit_edit.models import ModelSpec
 
 
@@ -55,7 +55,7 @@ class ENN(Editor):
                 the meta-trained one on the same inputs.
             warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
                 stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
-                :mod:`lit_edit.editors.schedule`).
+                :mod:`lit_edit.mechanics.schedule`).
             checkpoint: a training checkpoint to start from (it holds only the meta-trained weights and rates).
             gradient_checkpointing: recompute the base model's block activations in backward (see ``Editor``).
         """

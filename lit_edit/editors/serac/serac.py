@@ -1,6 +1,6 @@
 """SERAC: Semi-parametric Editing with a Retrieval-Augmented Counterfactual model (Mitchell et al., ICML 2022).
 
-The base model stays frozen. An edit is stored in an :class:`~lit_edit.editors.memory.EditMemory` keyed by the
+The base model stays frozen. An edit is stored in an :class:`~lit_edit.mechanics.memory.EditMemory` keyed by the
 scope classifier's embedding of the edit's input. A query is embedded once and compared with every stored edit
 in one matrix product; if the most similar edit's scope probability reaches ``threshold``, the counterfactual
 model answers the query given that edit's descriptor, otherwise the untouched base model answers.
@@ -16,15 +16,15 @@ from torch import Tensor
 
 from lit_edit.data.batch import EditBatch, TokenizedExamples
 from lit_edit.data.records import EditRecord
-from lit_edit.editors.counterfactual import CounterfactualModel, descriptors_of
-from lit_edit.editors.edit_result import EditResult, composed
-from lit_edit.editors.edited_model import EditFailedError, EditRefusedError
-from lit_edit.editors.memory import EditMemory
 from lit_edit.editors.routed import NO_EDIT, MemoryEditor, RoutedModel, Router, Routing, prompt_texts
-from lit_edit.editors.schedule import LrSchedule, check_schedule, scheduled
-from lit_edit.editors.scope_classifier import DEFAULT_ENCODER, ScopeClassifier
-from lit_edit.editors.settings import require_between, require_non_negative, require_positive
+from lit_edit.editors.serac.counterfactual import CounterfactualModel, descriptors_of
+from lit_edit.editors.serac.scope_classifier import DEFAULT_ENCODER, ScopeClassifier
 from lit_edit.errors import ConfigurationError
+from lit_edit.mechanics.edit_result import EditResult, composed
+from lit_edit.mechanics.edited_model import EditFailedError, EditRefusedError
+from lit_edit.mechanics.memory import EditMemory
+from lit_edit.mechanics.schedule import LrSchedule, check_schedule, scheduled
+from lit_edit.mechanics.settings import require_between, require_non_negative, require_positive
 from lit_edit.models import ModelSpec
 
 
@@ -60,7 +60,7 @@ class SERAC(MemoryEditor):
                 later query under the same edit then costs about one forward pass over the query alone.
             warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
                 stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
-                :mod:`lit_edit.editors.schedule`).
+                :mod:`lit_edit.mechanics.schedule`).
         """
         owner = type(self).__name__
         require_between(owner, "threshold", threshold, 0.0, 1.0, low_open=True, high_open=True)  # a probability

@@ -313,8 +313,10 @@ class LayerSelection:
     def select_layers(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                       layout: ModelLayout | None = None) -> list[int]:
         layout = layout or ModelLayout(model)
-        best = self.select(model, tokenizer, layout)
-        return list(range(max(0, best - self.neighbours), min(layout.num_layers, best + self.neighbours + 1)))
+        # The last block is never edited: no later block carries a value written at the subject to the answer.
+        top = max(0, layout.num_layers - 2)
+        best = min(self.select(model, tokenizer, layout), top)
+        return list(range(max(0, best - self.neighbours), min(top, best + self.neighbours) + 1))
 
 
 def plot_trace(trace: CausalTrace, path: str | Path) -> Path:

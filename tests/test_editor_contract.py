@@ -255,13 +255,13 @@ def test_a_refused_edit_raises_leaves_the_model_unchanged_and_is_recorded_as_fai
     suite = EditorSuite({"editor": editor}, output=str(tmp_path / "results.json"))
     if contract.identity:  # nothing to refuse, and nothing is
         assert not edit(editor, record).changes_outputs
-        assert suite.edit("editor", editor, batch, None, last=True)["status"] == "done"
+        assert suite.edit("editor", editor, batch, None, last=True).status == "done"
     else:
         with pytest.raises(EditFailedError):
             edit(editor, record)
         assert not changed(editor.model, before)
         entry = suite.edit("editor", editor, batch, None, last=True)
-        assert entry["status"] == "failed" and entry["reason"], entry
+        assert entry.status == "failed" and entry.reason, entry
     assert not changed(editor.model, before)
 
 

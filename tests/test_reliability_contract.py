@@ -118,7 +118,7 @@ CASES = {
                                           hidden_dim=4).eval(), diverging),
     "ROME": Case(lambda models, encoder: ROME(models["gpt2"], layer=0, **LOCATING), bad_subject,
                  huge_update(rome_module, "rank_one_update"), "SubjectNotFoundError"),
-    "MEMIT": Case(lambda models, encoder: MEMIT(models["gpt2"], layers=[0, 1], **LOCATING), no_subject,
+    "MEMIT": Case(lambda models, encoder: MEMIT(models["gpt2"], layers=[0], **LOCATING), no_subject,
                   huge_update(memit_module, "least_squares_update"), "EditRefusedError"),
     "KnowledgeNeurons": Case(lambda models, encoder: KnowledgeNeurons(models["gpt2"], steps=2, batch_size=2,
                                                                       threshold=0.1, edit_scale=1.0e30),
@@ -172,7 +172,7 @@ def test_a_refused_edit_leaves_the_model_bit_identical_and_is_recorded_as_failed
     assert_bit_identical(editor, before)
     suite = EditorSuite({"editor": editor}, output=str(tmp_path / "r.json"))
     entry = suite.edit("editor", editor, batch, None, last=True)
-    assert entry["status"] == "failed" and entry["reason"].startswith(CASES[name].reason + ": "), entry
+    assert entry.status == "failed" and entry.reason.startswith(CASES[name].reason + ": "), entry
     assert_bit_identical(editor, before)
 
 
@@ -254,6 +254,8 @@ BAD_SETTINGS = [
     (MEMIT, dict(layers=[]), r"MEMIT\.layers must be a non-empty list of layer indices, got \[\]", True),
     (MEMIT, dict(layers=[1, 1]), r"MEMIT\.layers must be a list of distinct layer indices", True),
     (MEMIT, dict(layers=[0, 5]), r"MEMIT\.layers names layer 5, but a layer index must be in \[0, 2\)", False),
+    (MEMIT, dict(layers=[0, 1]), r"MEMIT\.layers names layer 1, the model's last block: an edit there changes", False),
+    (ROME, dict(layer=1), r"ROME\.layer names layer 1, the model's last block", False),
     (MEMIT, dict(layers=[0], moment_weight=-1.0), r"MEMIT\.moment_weight must be a finite number > 0", True),
     (MEMIT, dict(layers=[0], facts_per_chunk=0), r"MEMIT\.facts_per_chunk must be >= 1", True),
     (KnowledgeNeurons, dict(steps=0), r"KnowledgeNeurons\.steps must be >= 1", True),

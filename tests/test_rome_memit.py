@@ -211,12 +211,21 @@ def test_memit_with_one_fact_and_layer_is_rome_shrunk_by_its_regulariser(knowing
     torch.testing.assert_close(memit_delta, rome_delta * (s / (2.0 + s)).float(), rtol=1.0e-3, atol=1.0e-5)
 
 
-def test_causal_tracing_can_choose_the_layers(knowing_gpt2, monkeypatch):
-    """``layer_selection`` replaces the configured layer(s) by the traced one (and its neighbours, for MEMIT)."""
+def test_causal_tracing_can_choose_the_layers(tmp_path, monkeypatch):
+    """``layer_selection`` replaces the configured layer(s) by the traced one (and its neighbours, for MEMIT), below
+    the last block (an edit there reaches no answer)."""
+    from conftest import make_tiny_model
+
     from lit_edit.tracing import LayerSelection
 
-    monkeypatch.setattr(LayerSelection, "select", lambda self, model, tokenizer, layout=None: 1)
-    traced = rome(knowing_gpt2, layer_selection=LayerSelection())
+    four_blocks = make_tiny_model(tmp_path / "gpt2", "gpt2", n_layer=4)
+    traced_at = {"layer": 1}
+    monkeypatch.setattr(LayerSelection, "select", lambda self, model, tokenizer, layout=None: traced_at["layer"])
+    traced = rome(four_blocks, layer_selection=LayerSelection())
     assert traced.layer == 1 and traced.editable_names == ["transformer.h.1.mlp.c_proj.weight"]
-    memit = MEMIT(knowing_gpt2, layers=[0], statistics=STATISTICS, layer_selection=LayerSelection(neighbours=1))
-    assert memit.layers == [0, 1]
+    memit = MEMIT(four_blocks, layers=[0], statistics=STATISTICS, layer_selection=LayerSelection(neighbours=1))
+    assert memit.layers == [0, 1, 2]
+    traced_at["layer"] = 3  # the last block: the block below it is chosen, and MEMIT's window stops there too
+    assert rome(four_blocks, layer_selection=LayerSelection()).layer == 2
+    assert MEMIT(four_blocks, layers=[0], statistics=STATISTICS,
+                 layer_selection=LayerSelection(neighbours=1)).layers == [1, 2]

@@ -25,7 +25,7 @@ def checkpoints_in_tmp(tmp_path, monkeypatch):
 
 
 def memit(model, **kwargs) -> MEMIT:
-    return MEMIT(model, layers=[0, 1], statistics=STATISTICS, prefixes=FEW_PREFIXES,
+    return MEMIT(model, layers=[0], statistics=STATISTICS, prefixes=FEW_PREFIXES,
                  target=kwargs.pop("target", SHORT_SEARCH), facts_per_chunk=2, **kwargs)
 
 

@@ -93,6 +93,13 @@ class LocatingEditor(Editor):
         if layer_selection is not None:  # causal tracing decides, once, before anything depends on the layers
             layers = layer_selection.select_layers(self.model, self.tokenizer, self.layout)
         require_layers(owner, layers_setting, layers, self.layout.num_layers)
+        if max(layers) >= self.layout.num_layers - 1:
+            # The new value is written at the subject's last token; only later blocks' attention carries it to the
+            # prompt's last position, where the answer is read. Written into the last block, it reaches no answer.
+            raise ConfigurationError(
+                f"{owner}.{layers_setting} names layer {max(layers)}, the model's last block: an edit there changes "
+                f"the subject's own position only and no answer; edit blocks below {self.layout.num_layers - 1} "
+                f"(init_args.{layers_setting} of the {owner} config)")
         self.layers = layers
         self.editable_names = [self.layout.mlp_out_weight_name(layer) for layer in layers]
         self.statistics = statistics

@@ -168,11 +168,11 @@ class EditorSuite(LightningModule):
                 continue
             if pre is None:  # one base model: the unedited logits serve every editor
                 pre = unedited_logits(self.base, batch)
-            self.account(key, editor, self.log_book.add(key, cases, self.edit(key, editor, batch, pre, last)))
+            self.account(key, editor, self.log_book.add(key, cases, self.edit(key, editor, batch, pre, last).to_json()))
 
-    def edit(self, key: str, editor: Editor, batch: EditBatch, pre: Any, last: bool) -> dict[str, Any]:
-        """Score one batch for one editor: its log line (a :class:`LogEntry`'s JSON). A failed edit is recorded
-        with its reason, and the run goes on."""
+    def edit(self, key: str, editor: Editor, batch: EditBatch, pre: Any, last: bool) -> LogEntry:
+        """Score one batch for one editor: its log entry. A failed edit is recorded with its reason, and the run
+        goes on."""
         cases = [record.case_id for record in batch.records]
         scores = EditScores(compare_targets=True).to(self.device)
         on = self.sequence.current(key, editor) if self.sequence is not None else None
@@ -181,7 +181,7 @@ class EditorSuite(LightningModule):
             if self.fluency_tokens > 0:
                 self.score_generations(editor, edited, batch, scores)
         except EditFailedError as error:  # a refused edit: the model is as it was; anything else is a bug
-            return LogEntry.failed(key, cases, f"{type(error).__name__}: {error}").to_json()
+            return LogEntry.failed(key, cases, f"{type(error).__name__}: {error}")
         states, point = metric_states(scores), None
         if self.sequence is not None:
             self.sequence.commit(key, edited, batch.records)
@@ -190,7 +190,7 @@ class EditorSuite(LightningModule):
                 for logger in self.loggers:  # the retention curve, against the number of edits made
                     logger.log_metrics({f"{key}/sequential_{name}": point[name]
                                         for name in ("es", "first_edit_es", "dd", "retention")}, step=point["edits"])
-        return LogEntry.done(key, cases, states, point).to_json()
+        return LogEntry.done(key, cases, states, point)
 
     def score_generations(self, editor: Editor, edited: Any, batch: EditBatch, scores: EditScores) -> None:
         """Greedy generations after the edit from each edit prompt and paraphrase: their fluency, and their

@@ -253,6 +253,7 @@ def edit_and_save(args: argparse.Namespace, spec: dict[str, Any], edits: list[Wr
             editor.tokenizer.save_pretrained(directory)
 
         save_directory_atomically(args.save, write)
-        loader = "AutoModelForCausalLM" if editor.kind == "causal" else "AutoModelForSeq2SeqLM"
+        loader = {"causal": "AutoModelForCausalLM", "classifier": "AutoModelForSequenceClassification"}.get(
+            editor.kind, "AutoModelForSeq2SeqLM")
         print(f"\nsaved the edited model to {args.save} (transformers.{loader}.from_pretrained('{args.save}'))")
     return 0

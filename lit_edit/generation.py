@@ -1,4 +1,4 @@
-"""Greedy completions, for showing what a model says before and after an edit.
+"""Greedy completions, for showing what a model says before and after an edit (a classifier's: its predicted class).
 
 Generation never runs past the model's context (its config's position count): a prompt that leaves too little room
 gets fewer new tokens, and a prompt longer than the context loses its start (its end, for a seq2seq encoder),
@@ -61,16 +61,31 @@ def fit_context(encoded: dict[str, Tensor], max_new_tokens: int, limit: int | No
 @torch.no_grad()
 def greedy_completion(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kind: str, prompt: str,
                       max_new_tokens: int = 12) -> str:
-    """The greedy continuation of ``prompt`` (a seq2seq model's whole output), on one line, within the context."""
+    """The greedy continuation of ``prompt`` (a seq2seq model's whole output), on one line, within the context; a
+    classifier's predicted class name (``max_new_tokens`` unused)."""
     if max_new_tokens < 1:
         raise ConfigurationError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = next(model.parameters()).device
     encoded = dict(tokenizer(prompt, return_tensors="pt").to(device))
+    if kind == "classifier":
+        return predicted_class(model, encoded, prompt)
     encoded, max_new_tokens = fit_context(encoded, max_new_tokens, model_context(model), kind, prompt)
     output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id)
     start = 0 if kind == "seq2seq" else encoded["input_ids"].shape[1]
     return tokenizer.decode(output[0, start:], skip_special_tokens=True).replace("\n", " ")
+
+
+def predicted_class(model: Any, encoded: dict[str, Tensor], prompt: str) -> str:
+    """A classifier's class name for one encoded input (its end dropped, with a warning, past the context)."""
+    limit = model_context(model)
+    length = encoded["input_ids"].shape[1]
+    if limit is not None and length > limit:
+        warnings.warn(f"prompt {prompt[:40]!r} is {length} tokens, more than the model's context of {limit}: its last "
+                      f"{length - limit} tokens are dropped", UserWarning, stacklevel=3)
+        encoded = {name: value[:, :limit] for name, value in encoded.items()}
+    index = int(model(**encoded).logits[0].argmax())
+    return str(model.config.id2label.get(index, index))
 
 
 def before_and_after(editor: Editor, edited: EditedModel, prompts: Sequence[str],

@@ -1,7 +1,7 @@
 """Base models by configuration: which model, what kind, which dtype, which weights an editor may change.
 
 Nothing here dispatches on a model's name: the model class comes from ``kind`` and the editable
-weights from name patterns, so any Hugging Face causal or seq2seq LM works by config.
+weights from name patterns, so any Hugging Face causal or seq2seq LM, or sequence classifier, works by config.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,15 +23,17 @@ from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from lit_edit.errors import UserInputError
+from lit_edit.errors import ConfigurationError, UserInputError
 from lit_edit.model_names import DEFAULT_MODEL, EMBEDDED_MODELS  # kept apart: lit-edit --help imports no torch
 
-ModelKind = Literal["causal", "seq2seq"]
+ModelKind = Literal["causal", "seq2seq", "classifier"]
+MODEL_KINDS: tuple[str, ...] = ("causal", "seq2seq", "classifier")
 
 #: SmolLM2-135M has 30 blocks; MEND's habit is to edit the MLP output projections of the last three.
 DEFAULT_EDITABLE = ("model.layers.2[789].mlp.down_proj.weight",)
@@ -43,7 +46,8 @@ class ModelSpec:
     name: str = DEFAULT_MODEL
     """An embedded model name (see ``EMBEDDED_MODELS``), a Hugging Face id or local directory, or a ``.gguf`` file."""
     kind: ModelKind = "causal"
-    """``causal`` for decoder-only LMs, ``seq2seq`` for encoder-decoder LMs (T5, BART)."""
+    """``causal`` for decoder-only LMs, ``seq2seq`` for encoder-decoder LMs (T5, BART), ``classifier`` for sequence
+    classifiers (a BERT-like encoder with a classification head; ``labels`` names its classes)."""
     dtype: str = "float32"
     """Torch dtype name the weights are loaded in (``float32``, ``bfloat16``, ``float16``)."""
     editable: list[str] = field(default_factory=lambda: list(DEFAULT_EDITABLE))
@@ -51,10 +55,23 @@ class ModelSpec:
     attn_implementation: str | None = None
     """Hugging Face attention implementation (``eager``, ``sdpa``, ...); default: the library's choice. Second-order
     MAML (ENN) needs ``eager``: PyTorch's fused attention kernels have no double backward."""
+    labels: list[str] | None = None
+    """A classifier's class names in class-index order (``[SUPPORTS, REFUTES]``): an edit's target names one of them,
+    and the head is built with this many outputs. Only for ``kind: classifier``, which requires it."""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("causal", "seq2seq"):
-            raise ValueError(f"ModelSpec.kind must be 'causal' or 'seq2seq', got {self.kind!r}")
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"ModelSpec.kind must be one of {', '.join(map(repr, MODEL_KINDS))}, got {self.kind!r}")
+        if self.kind == "classifier":
+            labels = self.labels or []
+            if len(labels) < 2 or not all(isinstance(name, str) and name.strip() for name in labels):
+                raise ValueError(f"ModelSpec.labels must name at least two classes (non-empty strings) for kind "
+                                 f"'classifier', got {self.labels!r} (--model.init_args.model.labels)")
+            if len(set(labels)) != len(labels):
+                raise ValueError(f"ModelSpec.labels names a class twice: {self.labels!r}")
+        elif self.labels is not None:
+            raise ValueError(f"ModelSpec.labels names a classifier's classes; kind {self.kind!r} has none "
+                             "(set kind: classifier or drop labels)")
         if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
             raise ValueError(f"ModelSpec.dtype {self.dtype!r} is not a torch dtype name")
         if not self.editable:
@@ -136,23 +153,49 @@ def resolve_model_path(spec: ModelSpec) -> tuple[str, str | None]:
     return spec.name, None
 
 
+_AUTO_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM,
+                 "classifier": AutoModelForSequenceClassification}
+
+
 def _load_pretrained(where: str, kind: ModelKind, dtype: torch.dtype, gguf_file: str | None = None,
-                     attn_implementation: str | None = None) -> PreTrainedModel:
-    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
-    kwargs: dict[str, str] = {"gguf_file": gguf_file} if gguf_file else {}
+                     attn_implementation: str | None = None, labels: Sequence[str] | None = None) -> PreTrainedModel:
+    """``labels``: a classifier's class names; its head gets that many outputs (a new head where the checkpoint has
+    none), and a head whose saved class names are others is refused rather than read in another order."""
+    auto = _AUTO_CLASSES[kind]
+    kwargs: dict[str, object] = {"gguf_file": gguf_file} if gguf_file else {}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if kind == "classifier":
+        kwargs["num_labels"] = len(labels or ())
     try:
-        return auto.from_pretrained(where, dtype=dtype, **kwargs)
+        model = auto.from_pretrained(where, dtype=dtype, **kwargs)
     except OSError as error:
         raise ModelUnavailableError(
             f"Could not load model '{where}' ({error}). Nothing can be downloaded from a model hub here: "
             "name a local directory, a .gguf file, or an embedded model "
             f"({', '.join(EMBEDDED_MODELS)})."
         ) from error
+    except (ValueError, RuntimeError) as error:  # a classifier's saved head of another size
+        if kind != "classifier":
+            raise
+        raise ConfigurationError(f"Could not load classifier '{where}' with {len(labels or ())} classes "
+                                 f"(model.labels): {' '.join(str(error).split())[:300]}") from None
+    if kind == "classifier":
+        _name_classes(model, where, list(labels or ()))
+    return model
 
 
-_MODEL_CACHE: dict[tuple[str, str, str, str | None], PreTrainedModel] = {}
+def _name_classes(model: PreTrainedModel, where: str, labels: list[str]) -> None:
+    """Give a classifier's config the spec's class names, unless it already names its classes otherwise."""
+    saved = [model.config.id2label[i] for i in range(len(labels))]
+    if saved != [f"LABEL_{i}" for i in range(len(labels))] and saved != labels:
+        raise ConfigurationError(f"classifier '{where}' names its classes {saved} but model.labels is {labels}: give "
+                                 "model.labels in the checkpoint's class order")
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {name: i for i, name in enumerate(labels)}
+
+
+_MODEL_CACHE: dict[tuple[str, str, str, str | None, tuple[str, ...]], PreTrainedModel] = {}
 
 
 def load_model(spec: ModelSpec) -> PreTrainedModel:
@@ -160,10 +203,11 @@ def load_model(spec: ModelSpec) -> PreTrainedModel:
 
     Editors share this instance: every edit is functional (parameter deltas), so sharing is safe.
     """
-    key = (spec.name, spec.kind, spec.dtype, spec.attn_implementation)
+    key = (spec.name, spec.kind, spec.dtype, spec.attn_implementation, tuple(spec.labels or ()))
     if key not in _MODEL_CACHE:
         where, gguf_file = resolve_model_path(spec)
-        model = _load_pretrained(where, spec.kind, spec.torch_dtype, gguf_file, spec.attn_implementation)
+        model = _load_pretrained(where, spec.kind, spec.torch_dtype, gguf_file, spec.attn_implementation,
+                                 spec.labels)
         model.eval()
         model.requires_grad_(False)
         _MODEL_CACHE[key] = model

@@ -25,6 +25,7 @@ class TokenizedExamples:
 
     Causal LMs: ``input_ids`` = prompt + target, ``labels`` aligned with ``input_ids``.
     Seq2seq LMs: ``input_ids`` = prompt, ``labels`` = target (the decoder's input is derived from it).
+    Classifiers: ``input_ids`` = prompt, ``labels`` = ``[batch, 1]``, the target's class index.
     """
 
     input_ids: Tensor
@@ -87,7 +88,9 @@ def context_length(config: Any) -> int | None:
 
 
 class PromptTokenizer:
-    """Turns (prompt, target) pairs into :class:`TokenizedExamples` for a causal or seq2seq LM.
+    """Turns (prompt, target) pairs into :class:`TokenizedExamples` for a causal or seq2seq LM or a classifier.
+
+    A classifier's targets are class names (``labels``, in class-index order), each one label of its class index.
 
     A row is at most ``max_length`` tokens, and ``max_length`` at most the model's ``context_length`` (a longer
     row would index past a learned position table, or be cut silently by the model): a causal prompt that does
@@ -96,7 +99,8 @@ class PromptTokenizer:
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, kind: str = "causal", max_length: int = 128,
-                 target_separator: str = " ", context_length: int | None = None) -> None:
+                 target_separator: str = " ", context_length: int | None = None,
+                 labels: Sequence[str] | None = None) -> None:
         if max_length < 2:
             raise ConfigurationError(f"max_length must be at least 2 (a prompt token and a target token), got "
                                      f"{max_length} (--model.init_args.max_length)")
@@ -106,6 +110,9 @@ class PromptTokenizer:
         self.context_length = context_length
         self.max_length = min(max_length, context_length) if context_length else max_length
         self.target_separator = target_separator
+        if kind == "classifier" and not labels:
+            raise ConfigurationError("a classifier's PromptTokenizer needs its class names (model.labels)")
+        self.class_index = {name: i for i, name in enumerate(labels or ())}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
@@ -113,11 +120,18 @@ class PromptTokenizer:
         self._warned: set[str] = set()
 
     @classmethod
-    def for_model(cls, tokenizer: PreTrainedTokenizerBase, kind: str, max_length: int, model: Any) -> PromptTokenizer:
+    def for_model(cls, tokenizer: PreTrainedTokenizerBase, kind: str, max_length: int, model: Any,
+                  labels: Sequence[str] | None = None) -> PromptTokenizer:
         """The tokenizer for ``model``: ``max_length`` capped at its context (its config's position count)."""
-        return cls(tokenizer, kind, max_length, context_length=context_length(getattr(model, "config", None)))
+        return cls(tokenizer, kind, max_length, context_length=context_length(getattr(model, "config", None)),
+                   labels=labels)
 
     def target_ids(self, target: str) -> list[int]:
+        if self.kind == "classifier":
+            if target not in self.class_index:
+                raise EditDataError(f"target {target!r}", None, None,
+                                    f"is not one of the classifier's classes {list(self.class_index)} (model.labels)")
+            return [self.class_index[target]]
         text = self.target_separator + target if self.kind == "causal" else target
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if not ids:
@@ -144,6 +158,11 @@ class PromptTokenizer:
                     prompt = prompt[-room:]
                 rows_in.append(prompt + target)
                 rows_lab.append([IGNORE_INDEX] * len(prompt) + target)
+            elif self.kind == "classifier":
+                if len(prompt) > self.max_length:
+                    cut.append((pair.prompt, len(prompt) - self.max_length, len(prompt)))
+                rows_in.append(prompt[: self.max_length])
+                rows_lab.append(target)
             else:
                 if len(prompt) > self.max_length:
                     cut.append((pair.prompt, len(prompt) - self.max_length, len(prompt)))
@@ -155,6 +174,17 @@ class PromptTokenizer:
         input_ids, attention_mask = _pad(rows_in, self.pad_id)
         labels, _ = _pad(rows_lab, IGNORE_INDEX)
         return TokenizedExamples(input_ids, attention_mask, labels)
+
+    def check_classes(self, records: Sequence[EditRecord]) -> None:
+        """Every target of ``records`` names one of the classifier's classes; the error names the record and field."""
+        for record in records:
+            named = [("target_new", record.target_new), ("target_true", record.target_true)]
+            named += [(f"{field}[{i}].target", pair.target) for field in ("out_of_scope", "hard_out_of_scope")
+                      for i, pair in enumerate(getattr(record, field))]
+            for field, target in named:
+                if target is not None and target not in self.class_index:
+                    raise EditDataError(f"edit {record.case_id!r}", None, field, f"{target!r} is not one of the "
+                                        f"classifier's classes {list(self.class_index)} (model.labels)")
 
     def _limit_text(self) -> str:
         if self.max_length < self.requested_max_length:
@@ -177,6 +207,8 @@ class PromptTokenizer:
 
     def batch(self, records: Sequence[EditRecord], max_out_of_scope: int | None = None) -> EditBatch:
         """Build the edit batch for ``records``; out-of-scope prompts about any edited subject are dropped."""
+        if self.kind == "classifier":
+            self.check_classes(records)
         edit = self([LabeledPrompt(r.prompt, r.target_new) for r in records])
         in_scope_pairs = [pair for r in records for pair in r.in_scope]
         is_paraphrase = torch.tensor([i > 0 for r in records for i in range(1 + len(r.paraphrases))])

@@ -105,7 +105,8 @@ class EditDataModule(LightningDataModule):
         """
         Args:
             train, val, test: data paths (see the module docstring).
-            format: reader name (``auto``, ``zsre_mend``, ``counterfact_easyedit``, ``rome_counterfact``, ``lit_edit``).
+            format: reader name (``auto``, ``zsre_mend``, ``counterfact_easyedit``, ``rome_counterfact``, ``lit_edit``,
+                ``fever``, ...: :data:`lit_edit.data.readers.READERS`).
             model: the base model whose tokenizer is used when no editor is attached (the editor's otherwise).
             edits_per_batch: edits applied together in one training batch.
             eval_edits_per_batch: edits applied together in validation and test (1 = each edit alone).
@@ -146,7 +147,8 @@ class EditDataModule(LightningDataModule):
                 self._prompts = module.prompts
             else:
                 self._prompts = PromptTokenizer(load_tokenizer(self.model_spec), self.model_spec.kind, self.max_length,
-                                                context_length=context_length_of(self.model_spec))
+                                                context_length=context_length_of(self.model_spec),
+                                                labels=self.model_spec.labels)
         return self._prompts
 
     def records(self, split: str) -> list[EditRecord]:

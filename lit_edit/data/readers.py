@@ -25,6 +25,7 @@ from lit_edit.data.records import (
     chained_groups,
     record_from_dict,
 )
+from lit_edit.data.wikitext import read_wikitext_edits
 from lit_edit.errors import ConfigurationError
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -457,6 +458,55 @@ def borrow_out_of_scope(records: list[EditRecord]) -> list[EditRecord]:
     return records
 
 
+#: FEVER's two classes, the class names a FEVER classifier's ``model.labels`` lists.
+FEVER_LABELS = ("SUPPORTS", "REFUTES")
+#: The paraphrases lit_edit ships for a subset of FEVER Lite's claims (``scripts/build_fever_paraphrases.py``).
+FEVER_PARAPHRASES = Path(__file__).parent / "fever_paraphrases.jsonl"
+#: Other claims (with their gold labels) each FEVER edit carries as its out-of-scope inputs.
+FEVER_OUT_OF_SCOPE = 4
+
+
+def read_fever_paraphrases(path: str | Path = FEVER_PARAPHRASES) -> dict[str, tuple[str, ...]]:
+    """Claim text -> its paraphrases, from JSON lines ``{"claim", "paraphrases"}``; errors name file, line, field."""
+    paraphrases: dict[str, tuple[str, ...]] = {}
+    for index, line, obj in iter_json_records(path):
+        row = _Fields(obj, str(path), index, line)
+        if not isinstance(obj, dict):
+            raise row.error("<record>", f"expected an object, got {type(obj).__name__}")
+        paraphrases[row.text("claim")] = row.texts("paraphrases")
+    return paraphrases
+
+
+def _fever(r: _Fields) -> EditRecord:
+    label = r.text("label", target=True)
+    if label not in FEVER_LABELS:
+        raise r.error("label", f"expected one of {list(FEVER_LABELS)}, got {label!r}")
+    return EditRecord(case_id=r.case_id(), prompt=r.text("claim"), target_true=label,
+                      target_new=next(other for other in FEVER_LABELS if other != label))
+
+
+def read_fever(path: str | Path, *, skip_invalid: bool = False,
+               paraphrases: str | Path | None = FEVER_PARAPHRASES) -> list[EditRecord]:
+    """FEVER Lite (``{claim, label, evidence}`` lines, label SUPPORTS or REFUTES) as classifier edits.
+
+    An edit flips a claim's label: ``claim`` -> prompt, ``label`` -> target_true, the other class -> target_new.
+    In scope: the claim and its paraphrases, joined by the claim's text from ``paraphrases`` (the shipped file
+    covers a documented subset of the claims; a claim outside it has none). Out of scope: FEVER_OUT_OF_SCOPE other
+    claims of the file with their gold labels, drawn by ``random.Random`` seeded with the record's index, so a
+    record gets the same ones whichever slice of the file is read. ``evidence`` is not read.
+    """
+    records = _read(path, _fever, skip_invalid)
+    rephrased = read_fever_paraphrases(paraphrases) if paraphrases is not None else {}
+    facts = [LabeledPrompt(r.prompt, r.target_true) for r in records if r.target_true]
+    done = []
+    for record in records:
+        draw = random.Random(f"fever out of scope/{record.case_id}")
+        others = [fact for fact in draw.sample(facts, min(len(facts), 2 * FEVER_OUT_OF_SCOPE + 1))
+                  if fact.prompt != record.prompt][:FEVER_OUT_OF_SCOPE]
+        done.append(replace(record, paraphrases=rephrased.get(record.prompt, ()), out_of_scope=tuple(others)))
+    return done
+
+
 def read_edit_records(path: str | Path, *, skip_invalid: bool = False) -> list[EditRecord]:
     """The project's own format: objects in :func:`record_from_dict`'s layout (JSON array or JSONL)."""
     return _read(path, lambda r: record_from_dict(r.obj, r.source, r.index, r.line), skip_invalid)
@@ -508,6 +558,8 @@ READERS: dict[str, Callable[..., list[EditRecord]]] = {
     "prompt_target": read_prompt_target,
     "knowedit": read_knowedit,
     "mquake": read_mquake,
+    "wikitext_edits": read_wikitext_edits,
+    "fever": read_fever,
 }
 
 _LIT_EDIT_KEYS = frozenset(f.name for f in dataclass_fields(EditRecord))
@@ -523,6 +575,8 @@ def detect_format(path: str | Path) -> str:
         return "knowedit"
     if "requested_rewrite" in keys:
         return "rome_counterfact"
+    if {"claim", "label"} <= keys:
+        return "fever"
     if {"src", "alt"} <= keys:
         return "zsre_mend"
     if "rephrase_prompt" in keys:

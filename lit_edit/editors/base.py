@@ -67,7 +67,8 @@ class Editor(MovesEditBatches, LightningModule):
         # its weights functionally). `_apply` still moves and casts it with the editor.
         self.__dict__["_base_model"] = load_model(self.model_spec)
         self.tokenizer = load_tokenizer(self.model_spec)
-        self.prompts = PromptTokenizer.for_model(self.tokenizer, self.model_spec.kind, max_length, self.model)
+        self.prompts = PromptTokenizer.for_model(self.tokenizer, self.model_spec.kind, max_length, self.model,
+                                                 self.model_spec.labels)
         self.editable_names = list(editable_parameters(self.model, self.model_spec.editable))
         if gradient_checkpointing:
             checkpoint_blocks(self.model)

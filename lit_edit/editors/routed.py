@@ -20,11 +20,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples
 from lit_edit.editors.base import Editor
 from lit_edit.mechanics.edit_result import EditResult
-from lit_edit.mechanics.edited_model import EditFailedError, aligned_logits
+from lit_edit.mechanics.edited_model import EditFailedError, aligned_labels, aligned_logits
 from lit_edit.mechanics.memory import EditMemory
 
 #: Edit index of a row that no stored edit covers: the base model answers it.
@@ -67,8 +68,11 @@ class Router(ABC):
         return False
 
 
-def prompt_positions(examples: TokenizedExamples) -> Tensor:
-    """BoolTensor ``[batch, seq]``: the prompt's tokens (unlabelled and not padding) of causal examples."""
+def prompt_positions(examples: TokenizedExamples, kind: str = "causal") -> Tensor:
+    """BoolTensor ``[batch, seq]``: the prompt's tokens (unlabelled and not padding) of causal examples; every real
+    token of a classifier's (its input is all prompt, its label a class)."""
+    if kind == "classifier":
+        return examples.attention_mask == 1
     return (examples.labels == IGNORE_INDEX) & (examples.attention_mask == 1)
 
 
@@ -82,14 +86,15 @@ def prompt_texts(examples: TokenizedExamples, tokenizer: PreTrainedTokenizerBase
 class RoutedModel(EditResult):
     """The base model plus a memory of edits: rows the router assigns to an edit are answered by the editor.
 
-    Causal LMs only. The base model's weights are never written.
+    Causal LMs and classifiers (whose one aligned position is the class). The base model's weights are never
+    written.
     """
 
     file_suffix: ClassVar[str] = ".memory.pt"
 
     def __init__(self, base: PreTrainedModel, kind: str, router: Router) -> None:
-        if kind != "causal":
-            raise ValueError(f"memory-based editors answer causal LMs only, got kind {kind!r}")
+        if kind not in ("causal", "classifier"):
+            raise ValueError(f"memory-based editors answer causal LMs and classifiers only, got kind {kind!r}")
         self.base, self.kind, self.router = base, kind, router
 
     @property
@@ -108,7 +113,7 @@ class RoutedModel(EditResult):
         return logits, labels
 
     def _routed_logits(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
-        labels = examples.labels[:, 1:]
+        labels = aligned_labels(examples, self.kind)
         if self.router.empty:
             return aligned_logits(self.base, examples, self.kind)
         routing = self.router.route(examples)
@@ -133,7 +138,7 @@ class RoutedModel(EditResult):
     @contextmanager
     def applied(self) -> Iterator[nn.Module]:
         """A module whose ``generate`` decodes greedily through the routed logits (a memory has no weights to
-        write in); the base model itself is untouched."""
+        write in), and that a classifier's caller calls for its class logits; the base model itself is untouched."""
         yield RoutedGenerator(self)
 
     def then(self, later: EditResult) -> RoutedModel:
@@ -180,6 +185,22 @@ class RoutedGenerator(nn.Module):
         super().__init__()
         self.base = routed.base
         self.__dict__["routed"] = routed  # not a submodule: it is no module
+
+    @property
+    def config(self) -> Any:
+        return self.base.config
+
+    @torch.no_grad()
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **_: object) -> SequenceClassifierOutput:
+        """A classifier's class logits ``[batch, classes]`` through the routed model (the memory's class where a
+        stored edit covers the input)."""
+        routed = self.__dict__["routed"]
+        if routed.kind != "classifier":
+            raise TypeError("a routed causal LM is called through generate(), not forward()")
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        placeholder = torch.zeros((len(input_ids), 1), dtype=torch.long, device=input_ids.device)
+        logits, _ = routed.logits(TokenizedExamples(input_ids, mask, placeholder))
+        return SequenceClassifierOutput(logits=logits[:, 0])
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, max_new_tokens: int = 12,

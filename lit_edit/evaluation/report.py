@@ -38,6 +38,8 @@ COLUMNS = (
     ("DD same subject", "dd_same_subject", "{:+.3f}"),
     ("DD same relation", "dd_same_relation", "{:+.3f}"),
     ("target NLL", "edit_nll", "{:.3f}"),
+    ("ppl DD", "ppl_dd", "{:+.3f}"),
+    ("likelihood ES", "likelihood_es", "{:.3f}"),
     ("token acc.", "token_accuracy", "{:.3f}"),
     ("efficacy", "efficacy", "{:.3f}"),
     ("para. score", "paraphrase_score", "{:.3f}"),

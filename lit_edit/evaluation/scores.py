@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lit_edit.evaluation.generation_metrics import LikelihoodEditSuccess, PerplexityDrawdown
 from lit_edit.evaluation.metrics import IGNORE_INDEX, AccuracyDrawdown, EditSuccess, Retention, TargetNLL
 from lit_edit.evaluation.paper_scores import Consistency, Fluency, TargetPreference, TokenAccuracy
 
@@ -38,6 +39,9 @@ class EditScores(nn.Module):
         self.drawdown_same_subject = AccuracyDrawdown()
         self.drawdown_same_relation = AccuracyDrawdown()
         self.edit_nll = TargetNLL()
+        # Generation editing (MEND's WikiText task): out-of-scope text's perplexity, and targets made likelier.
+        self.perplexity_drawdown = PerplexityDrawdown()
+        self.likelihood_es = LikelihoodEditSuccess()
         self.token_accuracy = TokenAccuracy()
         self.edit_seconds = MeanMetric()
         if compare_targets:
@@ -57,6 +61,7 @@ class EditScores(nn.Module):
                   "retention": self.retention, "token_retention": self.token_retention, "dd_unrelated": self.drawdown_unrelated,
                   "dd_same_subject": self.drawdown_same_subject, "dd_same_relation": self.drawdown_same_relation,
                   "edit_nll": self.edit_nll, "token_accuracy": self.token_accuracy,
+                  "ppl_dd": self.perplexity_drawdown, "likelihood_es": self.likelihood_es,
                   "edit_seconds": self.edit_seconds}
         if self.compare_targets:
             logged.update(efficacy=self.efficacy, paraphrase_score=self.paraphrase_score,

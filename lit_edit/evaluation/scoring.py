@@ -100,6 +100,7 @@ def score(editor: Scoreable, batch: EditBatch, scores: EditScores,
     if para.any():
         scores.paraphrase_es.update(post_in[para], in_labels[para])
     scores.drawdown.update(pre_out, post_out, out_labels)
+    scores.perplexity_drawdown.update(pre_out, post_out, out_labels)
     scores.retention.update(pre_out, post_out, out_labels)
     scores.token_retention.update(post_out, unedited_predictions(pre_out, out_labels))
     if batch.out_of_scope_kind is not None:  # the same drawdown, per kind of out-of-scope prompt
@@ -110,6 +111,7 @@ def score(editor: Scoreable, batch: EditBatch, scores: EditScores,
             if rows.any():
                 metric.update(pre_out[rows], post_out[rows], out_labels[rows])
     scores.edit_nll.update(post_in, in_labels)
+    scores.likelihood_es.update(pre_in, post_in, in_labels)
     scores.token_accuracy.update(post_in, in_labels)
     scores.edit_seconds.update(torch.tensor(seconds), weight=len(batch))
     if scores.compare_targets and all(record.target_true for record in batch.records):

@@ -37,7 +37,9 @@ def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: st
     """Run ``model`` (with ``params`` substituted, if given) and return logits aligned with labels.
 
     Causal LMs predict token t+1 at position t, so logits and labels are shifted against each other;
-    seq2seq LMs produce decoder logits already aligned with the labels. ``labelled_only``: return only the
+    seq2seq LMs produce decoder logits already aligned with the labels. A classifier is a one-position model whose
+    vocabulary is its classes: logits ``[batch, 1, classes]`` against class-index labels ``[batch, 1]``, so every
+    metric of :mod:`lit_edit.evaluation.metrics` scores it unchanged. ``labelled_only``: return only the
     positions where some row has a label, and have a causal LM compute no others (its ``logits_to_keep``);
     a loss on the targets needs nothing else, and the LM head over a large vocabulary at every prompt token
     is about a fifth of a small model's work. Models without ``logits_to_keep`` still compute every position.
@@ -49,7 +51,11 @@ def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: st
                               "use_cache": False}
     if past is not None:
         kwargs.update(past.continuation(model.config, examples.attention_mask))
-    labels = examples.labels[:, 1:] if kind == "causal" else examples.labels
+    labels = aligned_labels(examples, kind)
+    if kind == "classifier":
+        kwargs.pop("use_cache")  # encoders take no such argument
+        output = functional_call(model, params, args=(), kwargs=kwargs, strict=False) if params else model(**kwargs)
+        return output.logits[:, None], labels
     keep = (labels != IGNORE_INDEX).any(0).nonzero().squeeze(1) if labelled_only else None
     if kind == "seq2seq":
         kwargs["labels"] = examples.labels
@@ -62,6 +68,11 @@ def aligned_logits(model: PreTrainedModel, examples: TokenizedExamples, kind: st
     if kind == "causal":
         logits = logits[:, :-1]
     return (logits, labels) if keep is None else (logits[:, keep], labels[:, keep])
+
+
+def aligned_labels(examples: TokenizedExamples, kind: str) -> Tensor:
+    """The labels that :func:`aligned_logits` returns for ``examples`` (a causal LM's shifted by one)."""
+    return examples.labels[:, 1:] if kind == "causal" else examples.labels
 
 
 def _takes_logits_to_keep(model: PreTrainedModel) -> bool:

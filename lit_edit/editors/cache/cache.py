@@ -15,7 +15,7 @@ from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
 from lit_edit.editors.routed import NO_EDIT, MemoryEditor, RoutedModel, Router, Routing, prompt_positions
 from lit_edit.errors import ConfigurationError
 from lit_edit.mechanics.edit_result import EditResult, composed
-from lit_edit.mechanics.edited_model import EditFailedError, EditRefusedError
+from lit_edit.mechanics.edited_model import EditFailedError, EditRefusedError, aligned_labels
 from lit_edit.mechanics.memory import EditDescriptor, EditMemory
 from lit_edit.mechanics.settings import require_non_negative
 from lit_edit.models import ModelSpec
@@ -37,8 +37,8 @@ class EditCache(MemoryEditor):
         """
         require_non_negative(type(self).__name__, "epsilon", epsilon)  # a distance
         super().__init__(model, max_length)
-        if self.kind != "causal":
-            raise ConfigurationError(f"EditCache answers causal LMs only, got model.kind {self.kind!r}")
+        if self.kind not in ("causal", "classifier"):
+            raise ConfigurationError(f"EditCache answers causal LMs and classifiers only, got model.kind {self.kind!r}")
         self.save_hyperparameters()
         self.epsilon = epsilon
 
@@ -48,13 +48,15 @@ class EditCache(MemoryEditor):
 
     @torch.no_grad()
     def prompt_states(self, examples: TokenizedExamples) -> tuple[Tensor, Tensor]:
-        """(each row's final-layer hidden state averaged over its prompt tokens, the base model's aligned logits)."""
+        """(each row's final-layer hidden state averaged over its prompt tokens, the base model's aligned logits:
+        a classifier's ``[batch, 1, classes]``)."""
+        extra = {} if self.kind == "classifier" else {"use_cache": False}
         output = self.model(input_ids=examples.input_ids, attention_mask=examples.attention_mask,
-                            output_hidden_states=True, use_cache=False)
+                            output_hidden_states=True, **extra)
         hidden = output.hidden_states[-1].float()
-        weights = prompt_positions(examples).to(hidden.dtype)
+        weights = prompt_positions(examples, self.kind).to(hidden.dtype)
         states = (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
-        return states, output.logits[:, :-1]
+        return states, output.logits[:, None] if self.kind == "classifier" else output.logits[:, :-1]
 
     def memory_for(self, batch: EditBatch, memory: EditMemory | None = None) -> EditMemory:
         """The edits of ``batch`` added to ``memory`` (default: a new one); all or nothing."""
@@ -79,7 +81,8 @@ class EditCache(MemoryEditor):
 
 
 class CacheRouter(Router):
-    """Routes by L2 distance of averaged hidden states; answers with the cached label's tokens, in order."""
+    """Routes by L2 distance of averaged hidden states; answers with the cached label's tokens, in order (a
+    classifier's: its class)."""
 
     def __init__(self, cache: EditCache, memory: EditMemory, epsilon: float) -> None:
         self.cache, self.memory, self.epsilon = cache, memory, epsilon
@@ -106,7 +109,7 @@ class CacheRouter(Router):
     def answer(self, examples: TokenizedExamples, edits: Tensor, base_logits: Tensor | None) -> Tensor:
         """The base model's logits, except that the k-th labelled position predicts the cached label's k-th token."""
         assert base_logits is not None  # the cache routes by the base model's forward, which gives them
-        labelled = examples.labels[:, 1:] != IGNORE_INDEX
+        labelled = aligned_labels(examples, self.cache.kind) != IGNORE_INDEX
         step = (labelled.cumsum(1) - 1).clamp(0, self.label_ids.shape[1] - 1)
         label_ids = self.label_ids.to(edits.device)[edits]
         tokens = label_ids.gather(1, step)

@@ -57,10 +57,16 @@ class FineTune(Editor):
         return "FT+KL" if self.kl_weight > 0 else "FT"
 
     def locality_examples(self) -> TokenizedExamples:
-        """The locality prompts, every token a prediction to keep (no targets needed)."""
+        """The locality prompts, every token a prediction to keep (no targets needed); a classifier's one
+        prediction per prompt (its label is a placeholder class: the KL reads only the logits)."""
         if self._locality is None:
-            encoded = self.tokenizer(self.locality_prompts, return_tensors="pt", padding=True)
-            labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+            # A classifier has a fixed context: its prompts are cut there, as its edit prompts are.
+            cut = {"truncation": True, "max_length": self.prompts.max_length} if self.kind == "classifier" else {}
+            encoded = self.tokenizer(self.locality_prompts, return_tensors="pt", padding=True, **cut)
+            if self.kind == "classifier":
+                labels = torch.zeros((len(self.locality_prompts), 1), dtype=torch.long)
+            else:
+                labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
             self._locality = TokenizedExamples(encoded["input_ids"], encoded["attention_mask"], labels)
         return self._locality.to(self.device)
 

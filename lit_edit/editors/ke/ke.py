@@ -1,7 +1,8 @@
 """KE: KnowledgeEditor (De Cao, Aziz and Titov, EMNLP 2021), a hypernetwork that edits with gated gradients.
 
 Each edit is described by a token sequence: the base model's own (greedy) answer to the edit prompt, the new
-target and the prompt, in the paper's order ``prediction >> target || prompt``. A bidirectional LSTM over those
+target and the prompt, in the paper's order ``prediction >> target || prompt`` (a classifier's prediction and
+target: the tokens of the class names, ``model.labels``). A bidirectional LSTM over those
 tokens' (frozen) embeddings gives a condition vector h. For every editable weight W (out x in), a small network
 maps h to gates of rank one, and the update turns the fine-tuning gradient G of that edit's own loss into
 
@@ -172,15 +173,24 @@ class KE(Editor):
         embedding_dim = self.model.get_input_embeddings().weight.shape[1]
         self.encoder = ConditionEncoder(embedding_dim, lstm_dim, condition_dim)
         self.separators = [self.tokenizer(s, add_special_tokens=False)["input_ids"] for s in (" >>", " ||")]
+        #: A classifier's class names as tokens: what its prediction and target read as in the condition.
+        self.class_tokens = [torch.tensor(self.tokenizer(name, add_special_tokens=False)["input_ids"])
+                             for name in self.model_spec.labels or ()]
         self._answers: dict[tuple[int, ...], Tensor] = {}
         if checkpoint:
             self.load_editor(checkpoint)
 
     def original_answer(self, prompt: Tensor, length: int) -> Tensor:
-        """The base model's greedy answer, as long as the new target; memoised, since the base model is frozen."""
+        """The base model's greedy answer, as long as the new target (a classifier's predicted class); memoised,
+        since the base model is frozen."""
         key = (length, *prompt.tolist())
         if key not in self._answers:
-            self._answers[key] = greedy_answer(self.model, self.kind, prompt, length).cpu()
+            if self.kind == "classifier":
+                with torch.no_grad():
+                    answer = self.model(input_ids=prompt[None]).logits.argmax(-1)
+            else:
+                answer = greedy_answer(self.model, self.kind, prompt, length)
+            self._answers[key] = answer.cpu()
         return self._answers[key].to(prompt.device)
 
     def condition(self, edit: TokenizedExamples) -> Tensor:
@@ -188,6 +198,8 @@ class KE(Editor):
         sequences = []
         for prompt, target in split_edit(edit, self.kind):
             answer = self.original_answer(prompt, len(target))
+            if self.kind == "classifier":  # class indices -> their names' tokens
+                answer, target = (self.class_tokens[int(c)].to(prompt.device) for c in (answer[0], target[0]))
             before, between = (prompt.new_tensor(s) for s in self.separators)
             sequences.append(torch.cat([answer, before, target, between, prompt]))
         lengths = torch.tensor([len(s) for s in sequences])

@@ -23,7 +23,7 @@ try:  # a path argument (--config) naming no file; private, so looked for rather
     from jsonargparse._paths import PathError
 except ImportError:  # pragma: no cover - another jsonargparse layout: such errors keep jsonargparse's report
     PathError = None
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, Timer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -31,7 +31,6 @@ from lit_edit.callbacks import ProgressLines, StepTimer, ValidateAtLastStep, is_
 from lit_edit.config_files import PARSER_MODE
 from lit_edit.config_files import register as register_config_files
 from lit_edit.data.datamodule import EditDataModule
-from lit_edit.editors.base import Editor
 from lit_edit.errors import UserInputError
 from lit_edit.evaluation.suite import EditorSuite, only_editors
 from lit_edit.preemption import CheckpointOnPreemption
@@ -126,6 +125,9 @@ class TrainCLI(LightningCLI):
                             help="submit this run to SLURM as a job (see --slurm.*) instead of training here")
         parser.add_argument("--dry_run", action=ActionYesNo, default=False,
                             help="print the sbatch script that --submit would submit; write and submit nothing")
+        # `data:` without a class_path is an EditDataModule; a base-model run (configs/train/fever_classifier.yaml)
+        # names its own datamodule and LightningModule.
+        parser.set_defaults({"data": {"class_path": "lit_edit.data.datamodule.EditDataModule"}})
 
     def instantiate_classes(self) -> None:
         if self.config.get("submit") or self.config.get("dry_run"):
@@ -188,9 +190,9 @@ def default_config_files(args: ArgsType, default_config: Path | None) -> list[st
 
 def train_main(args: ArgsType = None, default_config: Path | None = CONFIG_DIR / "train" / "mend.yaml") -> TrainCLI:
     cli = TrainCLI(
-        Editor, EditDataModule, subclass_mode_model=True, run=False, args=args, parser_class=UserErrorParser,
-        parser_kwargs={"parser_mode": PARSER_MODE,
-                       "default_config_files": default_config_files(args, default_config)},
+        LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
+        parser_class=UserErrorParser, parser_kwargs={"parser_mode": PARSER_MODE,
+                                                     "default_config_files": default_config_files(args, default_config)},
         save_config_kwargs={"overwrite": True},
     )
     if cli.submission is not None:

@@ -311,10 +311,11 @@ class LayerSelection:
         return int(self.effects(model, tokenizer, layout).argmax())
 
     def select_layers(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                      layout: ModelLayout | None = None) -> list[int]:
+                      layout: ModelLayout | None = None, top: int | None = None) -> list[int]:
+        """The traced layer and ``neighbours`` on each side, none above ``top`` (default: the last block; ROME and
+        MEMIT pass the one below it, since a value they write at the subject in the last block reaches no answer)."""
         layout = layout or ModelLayout(model)
-        # The last block is never edited: no later block carries a value written at the subject to the answer.
-        top = max(0, layout.num_layers - 2)
+        top = layout.num_layers - 1 if top is None else max(0, top)
         best = min(self.select(model, tokenizer, layout), top)
         return list(range(max(0, best - self.neighbours), min(top, best + self.neighbours) + 1))
 

@@ -139,8 +139,9 @@ def test_layer_selection_from_a_known_facts_file(planted, tmp_path):
                                 for f in PLANTED_FACTS]))
     selection = LayerSelection(facts=f"{path}#0:2", answer="given", samples=20, noise_scale=40.0, neighbours=1)
     assert selection.select(model, tokenizer) == PLANTED_LAYER
-    # The window stops below the last block (PLANTED_LAYER + 1 = 3 of 4): an edit there reaches no answer.
-    assert selection.select_layers(model, tokenizer) == [PLANTED_LAYER - 1, PLANTED_LAYER]
+    assert selection.select_layers(model, tokenizer) == [PLANTED_LAYER - 1, PLANTED_LAYER, PLANTED_LAYER + 1]
+    # ROME and MEMIT's window stops below the last block (PLANTED_LAYER + 1 = 3 of 4): their edit there reaches no answer.
+    assert selection.select_layers(model, tokenizer, top=PLANTED_LAYER) == [PLANTED_LAYER - 1, PLANTED_LAYER]
     assert LayerSelection(facts=f"{path}#0:2", answer="given", samples=20, noise_scale=40.0,
                           neighbours=0).select_layers(model, tokenizer) == [PLANTED_LAYER]
 

@@ -91,7 +91,8 @@ class LocatingEditor(Editor):
                                      f"model.kind {self.kind!r}")
         self.layout = ModelLayout(self.model, layout)
         if layer_selection is not None:  # causal tracing decides, once, before anything depends on the layers
-            layers = layer_selection.select_layers(self.model, self.tokenizer, self.layout)
+            layers = layer_selection.select_layers(self.model, self.tokenizer, self.layout,
+                                                    top=self.layout.num_layers - 2)
         require_layers(owner, layers_setting, layers, self.layout.num_layers)
         if max(layers) >= self.layout.num_layers - 1:
             # The new value is written at the subject's last token; only later blocks' attention carries it to the

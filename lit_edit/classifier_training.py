@@ -9,7 +9,6 @@ prompt and ``target_true``), so data paths, slices and malformed-record errors a
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ from lit_edit.checkpoint_files import read_training_checkpoint
 from lit_edit.data.datamodule import load_split
 from lit_edit.editors.serac.scope_classifier import DEFAULT_ENCODER, resolve_encoder
 from lit_edit.errors import ConfigurationError
+from lit_edit.mechanics.atomic_files import save_directory_atomically, save_file_atomically
 from lit_edit.models import checkpoints_dir
+from lit_edit.run_lock import RunLock
 
 
 class LabeledClaims(LightningDataModule):
@@ -173,19 +174,20 @@ class SequenceClassifierFineTune(LightningModule):
                    "epochs": trainer.current_epoch, "steps": trainer.global_step}
         print(json.dumps(summary))
         if self.hparams.results:
-            path = Path(self.hparams.results)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=2) + "\n")
+            save_file_atomically(self.hparams.results,
+                                 lambda staged: staged.write_text(json.dumps(summary, indent=2) + "\n"))
 
     def export(self, target: Path) -> None:
-        """save_pretrained (safetensors + tokenizer) into ``<target>.partial``, then rename: a half-written model is
-        never taken for the cached one."""
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        self.model.save_pretrained(partial)
-        AutoTokenizer.from_pretrained(resolve_encoder(self.hparams.encoder)).save_pretrained(partial)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        """save_pretrained (safetensors + tokenizer) through ``save_directory_atomically``, under ``target``'s run
+        lock: ``target`` is the old model or the new one, never a half-written mix, and two runs never interleave."""
+        tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(self.hparams.encoder))
+
+        def write(directory: Path) -> None:
+            self.model.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+
+        with RunLock(target, hint="or set another output directory"):
+            save_directory_atomically(target, write)
 
 
 __all__ = ["LabeledClaims", "SequenceClassifierFineTune"]

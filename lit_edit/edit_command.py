@@ -253,7 +253,8 @@ def edit_and_save(args: argparse.Namespace, spec: dict[str, Any], edits: list[Wr
             editor.tokenizer.save_pretrained(directory)
 
         save_directory_atomically(args.save, write)
-        loader = {"causal": "AutoModelForCausalLM", "classifier": "AutoModelForSequenceClassification"}.get(
-            editor.kind, "AutoModelForSeq2SeqLM")
+        from lit_edit.models import AUTO_CLASSES  # torch is loaded by now; --help imports none of it
+
+        loader = AUTO_CLASSES[editor.kind].__name__
         print(f"\nsaved the edited model to {args.save} (transformers.{loader}.from_pretrained('{args.save}'))")
     return 0

@@ -30,6 +30,22 @@ def model_context(model: Any) -> int | None:
     return context_length(config)
 
 
+def _shown(prompt: str) -> str:
+    return f"{prompt[:40]!r}{'...' if len(prompt) > 40 else ''}"
+
+
+def fit_encoder_input(encoded: dict[str, Tensor], limit: int | None, prompt: str,
+                      stacklevel: int = 3) -> dict[str, Tensor]:
+    """An encoder's input within ``limit`` positions (``None``: no limit): a longer one loses its end, with a
+    warning that names the prompt."""
+    length = encoded["input_ids"].shape[1]
+    if limit is None or length <= limit:
+        return encoded
+    warnings.warn(f"prompt {_shown(prompt)} is {length} tokens, more than the model's context of {limit}: its last "
+                  f"{length - limit} tokens are dropped", UserWarning, stacklevel=stacklevel)
+    return {name: value[:, :limit] for name, value in encoded.items()}
+
+
 def fit_context(encoded: dict[str, Tensor], max_new_tokens: int, limit: int | None, kind: str,
                 prompt: str) -> tuple[dict[str, Tensor], int]:
     """The inputs and the number of new tokens that fit in ``limit`` positions (``None``: no limit), warning about
@@ -37,12 +53,9 @@ def fit_context(encoded: dict[str, Tensor], max_new_tokens: int, limit: int | No
     if limit is None:
         return encoded, max_new_tokens
     length = encoded["input_ids"].shape[1]
-    shown = f"{prompt[:40]!r}{'...' if len(prompt) > 40 else ''}"
+    shown = _shown(prompt)
     if kind == "seq2seq":  # the encoder reads the prompt; the decoder writes from its start token
-        if length > limit:
-            warnings.warn(f"prompt {shown} is {length} tokens, more than the model's context of {limit}: its last "
-                          f"{length - limit} tokens are dropped", UserWarning, stacklevel=3)
-            encoded = {name: value[:, :limit] for name, value in encoded.items()}
+        encoded = fit_encoder_input(encoded, limit, prompt, stacklevel=4)
         new = min(max_new_tokens, limit - 1)
     elif length < limit:
         new = min(max_new_tokens, limit - length)
@@ -78,12 +91,7 @@ def greedy_completion(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 def predicted_class(model: Any, encoded: dict[str, Tensor], prompt: str) -> str:
     """A classifier's class name for one encoded input (its end dropped, with a warning, past the context)."""
-    limit = model_context(model)
-    length = encoded["input_ids"].shape[1]
-    if limit is not None and length > limit:
-        warnings.warn(f"prompt {prompt[:40]!r} is {length} tokens, more than the model's context of {limit}: its last "
-                      f"{length - limit} tokens are dropped", UserWarning, stacklevel=3)
-        encoded = {name: value[:, :limit] for name, value in encoded.items()}
+    encoded = fit_encoder_input(encoded, model_context(model), prompt, stacklevel=4)
     index = int(model(**encoded).logits[0].argmax())
     return str(model.config.id2label.get(index, index))
 

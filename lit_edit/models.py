@@ -153,7 +153,8 @@ def resolve_model_path(spec: ModelSpec) -> tuple[str, str | None]:
     return spec.name, None
 
 
-_AUTO_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM,
+#: The transformers class that loads (and, saved, reloads) each kind of model.
+AUTO_CLASSES = {"causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM,
                  "classifier": AutoModelForSequenceClassification}
 
 
@@ -161,7 +162,7 @@ def _load_pretrained(where: str, kind: ModelKind, dtype: torch.dtype, gguf_file:
                      attn_implementation: str | None = None, labels: Sequence[str] | None = None) -> PreTrainedModel:
     """``labels``: a classifier's class names; its head gets that many outputs (a new head where the checkpoint has
     none), and a head whose saved class names are others is refused rather than read in another order."""
-    auto = _AUTO_CLASSES[kind]
+    auto = AUTO_CLASSES[kind]
     kwargs: dict[str, object] = {"gguf_file": gguf_file} if gguf_file else {}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

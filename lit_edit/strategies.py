@@ -28,6 +28,9 @@ from lit_edit.data.batch import EditBatch
 from lit_edit.errors import UserInputError
 from lit_edit.safe_files import check_deepspeed_directory, deepspeed_reads_weights_only
 
+#: ``ShareMemCommBuilder.NAME``: DeepSpeed's CPU shared-memory all-reduce op.
+SHARED_MEMORY_COMM_OP = "deepspeed_shm_comm"
+
 
 class EditorDeepSpeedPrecision(DeepSpeedPrecision):
     """Lightning's DeepSpeed precision plugin with two corrections.
@@ -89,6 +92,7 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
         if not self.on_cpu:
             return super().setup_environment()
         os.environ["DS_ACCELERATOR"] = "cpu"  # DeepSpeed picks its accelerator once, from this variable
+        skip_shared_memory_comm_build()
         DDPStrategy.setup_environment(self)  # skips only DeepSpeedStrategy's CUDA check
 
     def setup_distributed(self) -> None:
@@ -126,6 +130,20 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
             # state already lives in host memory, so keep the editor's own optimizer.
             self.config["zero_force_ds_cpu_optimizer"] = False
         return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
+
+
+def skip_shared_memory_comm_build() -> None:
+    """Tell DeepSpeed not to compile its CPU shared-memory collective op.
+
+    DeepSpeed's CPU backend JIT-compiles that op (g++ and ninja, under a file lock in ``~/.cache/torch_extensions``)
+    whenever it starts its communication backend, but only ``inference_all_reduce`` uses it; training reduces through
+    the gloo process group either way. Building it made every ZeRO run on the CPU depend on a compiler and on a lock
+    file that a run killed mid-build leaves behind for every later run to wait on. DeepSpeed reads op compatibility
+    from one module-level dict (``deepspeed.ops.__compatible_ops__``), so marking the op incompatible there skips it.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__[SHARED_MEMORY_COMM_OP] = False
 
 
 def check_zero_stage(model: Any, zero3: bool) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,32 @@ from lit_edit.data.records import EditRecord, LabeledPrompt
 from lit_edit.models import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: Seconds a training or evaluation subprocess of a test may take (they take well under a minute on two idle cores).
+SUBPROCESS_TIMEOUT = 300
+
+
+def run_bounded(args: list[str], *, cwd: Path, env: dict[str, str],
+                timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
+    """``subprocess.run(args, capture_output=True, text=True)`` that cannot hang a CI run.
+
+    The command runs in its own process group with ``faulthandler`` on. Past ``timeout`` the whole group (ranks a
+    launcher started included) gets SIGABRT, so each process prints the stack it was stuck in, and the result comes
+    back with that output and a non-zero return code instead of ``TimeoutExpired`` with nothing to go on.
+    """
+    process = subprocess.Popen(args, cwd=cwd, env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGABRT)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+        err = f"{err}\n[run_bounded] timed out after {timeout:.0f} s; the stacks above are where it hung\n"
+    return subprocess.CompletedProcess(args, process.returncode or -signal.SIGABRT, out, err)
 
 SUBJECTS = [f"s{i}" for i in range(40)]
 RELATIONS = {

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, TRAIN_STEPS, assert_same_training, tiny_training_config
+from conftest import REPO, TRAIN_STEPS, assert_same_training, run_bounded, tiny_training_config
 from lightning.pytorch import Trainer
 
 from lit_edit.cli import CONFIG_DIR
@@ -44,7 +43,7 @@ def run_training(knowing_gpt2, synthetic_splits, tmp_path_factory):
         for strategy in strategies:
             args += ["--config", str(CONFIG_DIR / "strategies" / f"{strategy}.yaml")]
         env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run([*args, *extra], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        done = run_bounded([*args, *extra], cwd=work, env=env)
         (work / "output.txt").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             return {"returncode": done.returncode, "output": (done.stdout + done.stderr)[-3000:]}, work / "ckpt" / "last.ckpt"

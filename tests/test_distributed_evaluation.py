@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run_bounded
 
 from lit_edit.cli import CONFIG_DIR
 from lit_edit.config_files import load_config
@@ -60,7 +59,7 @@ def run_evaluate(knowing_gpt2, synthetic_splits, tmp_path_factory):
             args += ["--trainer.strategy", "ddp"]
         env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_VARIABLES}
         env["OMP_NUM_THREADS"] = "1"
-        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        done = run_bounded(args, cwd=work, env=env)
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         return json.loads((work / "results" / "evaluate.json").read_text())
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, assert_same_training, synthetic_records, tiny_training_config
+from conftest import REPO, assert_same_training, run_bounded, synthetic_records, tiny_training_config
 from lightning.pytorch import seed_everything
 from test_editors import RECORD, assert_bit_identical, snapshot
 from test_training import tiny_trainer
@@ -207,7 +206,7 @@ def test_ke_trains_under_zero3_like_plain(knowing_gpt2, synthetic_splits, tmp_pa
         args = [sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml")]
         args += [arg for s in strategies for arg in ("--config", str(CONFIG_DIR / "strategies" / f"{s}.yaml"))]
         env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        done = run_bounded(args, cwd=work, env=env)
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
         runs[name] = (json.loads((work / "record.json").read_text()), read_editor_state(work / "ckpt" / "last.ckpt"))
     assert (tmp_path / "zero3" / "ckpt" / "last.ckpt").is_dir()  # DeepSpeed's own sharded checkpoint

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TRAIN_STEPS, assert_same_training, tiny_training_config
+from conftest import REPO, TRAIN_STEPS, assert_same_training, run_bounded, tiny_training_config
 
 from lit_edit.cli import CONFIG_DIR, train_main
 from lit_edit.editors.base import read_editor_state
@@ -210,7 +210,7 @@ def job_runner(slurm, knowing_gpt2, synthetic_splits, tmp_path_factory):
         config = tiny_training_config(knowing_gpt2, synthetic_splits, work, devices=devices, callbacks=[probe])
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         args = [sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"), *extra, "--submit"]
-        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        done = run_bounded(args, cwd=work, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         return work, re.search(r"Submitted SLURM job (\d+)", done.stdout).group(1)
 
@@ -235,8 +235,8 @@ def reference(knowing_gpt2, synthetic_splits, tmp_path_factory) -> tuple[dict, d
     config = tiny_training_config(knowing_gpt2, synthetic_splits, work, devices=1)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml")],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    done = run_bounded([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml")],
+                          cwd=work, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((work / "record.json").read_text()), read_editor_state(work / "ckpt" / "last.ckpt")
 

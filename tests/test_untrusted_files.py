@@ -14,14 +14,13 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_training_config
+from conftest import REPO, run_bounded, tiny_training_config
 from lightning.pytorch import Trainer
 from test_memory_editors import tiny_encoder
 
@@ -107,9 +106,9 @@ def zero2_checkpoint(tiny_models, synthetic_splits, tmp_path_factory) -> Path:
     config["data"]["limit_val"] = 2
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"),
+    done = run_bounded([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"),
                            "--config", str(CONFIG_DIR / "strategies" / "zero2.yaml")],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=work, env=env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return work / "ckpt" / "last.ckpt"
 
@@ -135,9 +134,9 @@ def test_a_planted_deepspeed_shard_is_refused_when_deepspeed_reads_it(zero2_chec
     # train.py --ckpt_path DIR under the DeepSpeed strategy: DeepSpeed's own loader reads the shard, as plain data
     work = zero2_checkpoint.parent.parent
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"),
+    done = run_bounded([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"),
                            "--config", str(CONFIG_DIR / "strategies" / "zero2.yaml"), "--ckpt_path", str(planted),
-                           "--trainer.max_steps", "4"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+                           "--trainer.max_steps", "4"], cwd=work, env=env)
     assert done.returncode == 2, (done.stdout + done.stderr)[-3000:]
     assert str(path) in done.stderr and "refused to load" in done.stderr
 

@@ -257,3 +257,30 @@ def test_enn_checkpoint_holds_meta_trained_weights_and_rates_only(tiny_models, t
     fresh = ENN(tiny_models["gpt2"], checkpoint=str(tmp_path / "enn.ckpt"))
     assert torch.equal(fresh.weights[0], editor.weights[0]) and float(fresh.inner_lrs[0][0]) == 0.25
     assert not torch.equal(fresh.weights[0], fresh.base_params()[fresh.editable_names[0]])  # the original stays
+
+
+def test_hard_out_of_scope_prompts_weigh_hard_locality_weight_times_in_the_kl(tiny_models):
+    """MEND's ``hard_locality_weight``: each hard (same-subject / same-relation) out-of-scope prompt counts that many
+    times in the locality KL's average; 1 keeps the plain average over every out-of-scope position."""
+    from lit_edit.data.batch import SAME_RELATION, UNRELATED
+    from lit_edit.editors.objective import locality_weights
+
+    hard = LabeledPrompt("the colour of s7 is", "c2")
+    record = EditRecord(case_id="0", prompt=RECORD.prompt, target_new="c5", subject="s1",
+                        out_of_scope=RECORD.out_of_scope, hard_out_of_scope=(hard,))
+    editor = MEND(tiny_models["gpt2"])
+    batch = editor.prompts.batch([record])
+    assert batch.out_of_scope_kind.tolist() == [UNRELATED, UNRELATED, SAME_RELATION]
+    mask = prediction_mask(batch.out_of_scope, "causal").float()
+    weights = locality_weights(batch, "causal", 4.0)
+    torch.testing.assert_close(weights, mask * torch.tensor([[1.0], [1.0], [4.0]]))
+    torch.testing.assert_close(locality_weights(batch, "causal", 1.0), mask)
+
+    pre, _ = editor.logits(batch.out_of_scope)
+    post = editor.logits(batch.out_of_scope, editor.edit(batch))[0].detach()
+    per_row = [float(locality_kl(pre[i:i + 1], post[i:i + 1], mask[i:i + 1])) for i in range(3)]
+    counts = mask.sum(1).tolist()
+    by_hand = sum(w * c * kl for w, c, kl in zip((1, 1, 4), counts, per_row, strict=True)) / sum(
+        w * c for w, c in zip((1, 1, 4), counts, strict=True))
+    assert float(locality_kl(pre, post, weights)) == pytest.approx(by_hand, rel=1e-5)
+    assert per_row[2] != pytest.approx(per_row[0])  # the weighting moves the average

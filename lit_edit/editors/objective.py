@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from lit_edit.data.batch import IGNORE_INDEX, EditBatch, TokenizedExamples
+from lit_edit.data.batch import IGNORE_INDEX, UNRELATED, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
 from lit_edit.evaluation.metrics import edit_success
 from lit_edit.mechanics.edited_model import EditFailedError, locality_kl, nll_loss, prediction_mask
@@ -71,11 +71,22 @@ def edit_over_every_row(batch: EditBatch) -> EditBatch | None:
     return replace(batch, edit=every_row)
 
 
+def locality_weights(batch: EditBatch, kind: str, hard_weight: float) -> Tensor:
+    """The out-of-scope positions the KL averages over, each hard look-alike prompt's (same subject or same relation)
+    counted ``hard_weight`` times: they are a few rows among unrelated ones, and where an edit leaks."""
+    mask = prediction_mask(batch.out_of_scope, kind).float()
+    if hard_weight == 1.0 or batch.out_of_scope_kind is None:
+        return mask
+    hard = (batch.out_of_scope_kind != UNRELATED).to(mask.device)
+    return mask * torch.where(hard, hard_weight, 1.0).unsqueeze(1)
+
+
 def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_loc: float,
-                           edit_reads_only_gradients: bool = False) -> Tensor | None:
+                           edit_reads_only_gradients: bool = False, hard_weight: float = 1.0) -> Tensor | None:
     """Edit with ``batch``, return the weighted loss (logged with its parts), or skip the step if the edit or the
     loss is not finite. ``edit_reads_only_gradients``: the editor's edit depends on its edit examples only through
-    their loss's gradients (rows without labels change nothing), so the edit may be made over every row."""
+    their loss's gradients (rows without labels change nothing), so the edit may be made over every row.
+    ``hard_weight``: see :func:`locality_weights`."""
     lower = editor.lower_blocks
     shared = edit_over_every_row(batch) if lower is not None and edit_reads_only_gradients else None
     in_scope, out_of_scope = batch.in_scope, batch.out_of_scope
@@ -103,7 +114,7 @@ def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_lo
     with record_function(STEP_PARTS["edited_out"]):
         post_out, _ = _through(lower, out_below, lambda: edited.logits(out_of_scope), "out-of-scope pass")
     edit_loss = nll_loss(post_in, in_labels)
-    loc_loss = locality_kl(pre_out, post_out, prediction_mask(out_of_scope, editor.kind))
+    loc_loss = locality_kl(pre_out, post_out, locality_weights(batch, editor.kind, hard_weight))
     loss = c_edit * edit_loss + c_loc * loc_loss
     if not torch.isfinite(loss):
         return editor.skip_step()

@@ -100,7 +100,7 @@ class MEND(Editor):
 
     def __init__(self, model: ModelSpec | None = None, rank: int = 64, n_blocks: int = 2, edit_lr: float = 1.0e-4,
                  lr: float = 1.0e-4, lr_lr: float = 1.0e-4, c_edit: float = 0.1, c_loc: float = 1.0,
-                 checkpoint: str | None = None, max_length: int = 128,
+                 hard_locality_weight: float = 1.0, checkpoint: str | None = None, max_length: int = 128,
                  gradient_checkpointing: bool = False, warmup_steps: int = 0,
                  lr_schedule: LrSchedule = "constant") -> None:
         """
@@ -109,6 +109,8 @@ class MEND(Editor):
             edit_lr: initial value of each editable layer's learned edit rate α_l.
             lr, lr_lr: Adam learning rates of the editor networks and of the edit rates.
             c_edit, c_loc: weights of the in-scope NLL after the edit and of the out-of-scope KL.
+            hard_locality_weight: how many times each hard out-of-scope prompt (same subject or same relation as the
+                edit) counts in that KL against an unrelated one (1: all alike, as the reference MEND, which has none).
             warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
                 stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
                 :mod:`lit_edit.mechanics.schedule`).
@@ -121,6 +123,7 @@ class MEND(Editor):
             require_positive(owner, name, value)
         require_non_negative(owner, "lr_lr", lr_lr)  # 0: the per-layer rates stay as initialised
         require_non_negative(owner, "c_loc", c_loc)
+        require_positive(owner, "hard_locality_weight", hard_locality_weight)
         check_schedule(owner, warmup_steps, lr_schedule)
         super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
@@ -180,7 +183,8 @@ class MEND(Editor):
         is in training mode until ``.eval()``) leaves the editor exactly as it was."""
         self._in_training_step = True
         try:
-            return edit_and_locality_step(self, batch, self.c_edit, self.c_loc, edit_reads_only_gradients=True)
+            return edit_and_locality_step(self, batch, self.c_edit, self.c_loc, edit_reads_only_gradients=True,
+                                          hard_weight=self.hparams.hard_locality_weight)
         finally:
             self._in_training_step = False
 

@@ -217,6 +217,22 @@ def test_the_shipped_set_reads_and_says_how_it_was_made():
     assert header["source_sha256"].startswith("4f3e427e")  # WikiText-2 raw test (../shared/data/README.md)
 
 
+
+def test_the_shipped_training_set_comes_from_the_validation_split_and_shares_no_passage_with_the_test_set():
+    """configs/train/mend_wikitext.yaml trains on builtin:wikitext_train (WikiText-2 validation) and is evaluated on
+    builtin:wikitext (the test split): no edit prefix or out-of-scope passage of one is in the other."""
+    train = load_split("builtin:wikitext_train", "wikitext_edits")
+    test = load_split("builtin:wikitext", "wikitext_edits")
+    assert len(train) == 300 and len({r.case_id for r in train}) == 300
+    header = json.loads((REPO / "lit_edit" / "data" / "builtin" / "wikitext_train.json").read_text().split("\n")[1]
+                        .rstrip(","))
+    assert header["source"].endswith("wikitext-2-valid.tokens.txt") and header["seed"] == 0
+
+    def texts(records):
+        return {r.prompt for r in records} | {p.prompt + " " + p.target for r in records for p in r.out_of_scope}
+
+    assert not texts(train) & texts(test)
+
 def test_the_wikitext_evaluation_config_parses(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["evaluate.py"])
     with pytest.raises(SystemExit) as exit_info:

@@ -236,7 +236,7 @@ def reference(knowing_gpt2, synthetic_splits, tmp_path_factory) -> tuple[dict, d
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
     done = run_bounded([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml")],
-                          cwd=work, env=env)
+                       cwd=work, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((work / "record.json").read_text()), read_editor_state(work / "ckpt" / "last.ckpt")
 

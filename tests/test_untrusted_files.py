@@ -107,8 +107,7 @@ def zero2_checkpoint(tiny_models, synthetic_splits, tmp_path_factory) -> Path:
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
     done = run_bounded([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"),
-                           "--config", str(CONFIG_DIR / "strategies" / "zero2.yaml")],
-                          cwd=work, env=env)
+                        "--config", str(CONFIG_DIR / "strategies" / "zero2.yaml")], cwd=work, env=env)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return work / "ckpt" / "last.ckpt"
 
@@ -135,8 +134,8 @@ def test_a_planted_deepspeed_shard_is_refused_when_deepspeed_reads_it(zero2_chec
     work = zero2_checkpoint.parent.parent
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
     done = run_bounded([sys.executable, str(REPO / "train.py"), "--config", str(work / "config.yaml"),
-                           "--config", str(CONFIG_DIR / "strategies" / "zero2.yaml"), "--ckpt_path", str(planted),
-                           "--trainer.max_steps", "4"], cwd=work, env=env)
+                        "--config", str(CONFIG_DIR / "strategies" / "zero2.yaml"), "--ckpt_path", str(planted),
+                        "--trainer.max_steps", "4"], cwd=work, env=env)
     assert done.returncode == 2, (done.stdout + done.stderr)[-3000:]
     assert str(path) in done.stderr and "refused to load" in done.stderr
 

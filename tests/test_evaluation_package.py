@@ -227,3 +227,21 @@ def test_no_import_cycle_runs_through_the_evaluation_modules():
     assert not cycles, cycles
     assert not reaches("lit_edit.evaluation.report", "lit_edit.evaluation.suite")  # the suite uses the report
     assert graph["lit_edit.evaluation"] == set()  # names load on first use: `lit-edit report --help` stays light
+
+
+
+def test_a_report_across_runs_names_the_run_only_where_one_editor_name_comes_from_two(tmp_path):
+    import argparse
+
+    from lit_edit.evaluation import report
+
+    for run, editors in (("fever_editors", ("ft", "cache")), ("fever_cache_e32", ("cache",))):
+        records = [{"editor": name, "metrics": {"es": 1.0, "dd": 0.1}} for name in editors]
+        (tmp_path / f"{run}.json").write_text(json.dumps(records))
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    report.main(parser.parse_args([str(tmp_path / "fever_editors.json"), str(tmp_path / "fever_cache_e32.json"),
+                                   "--out", str(tmp_path / "out"), "--title", "FEVER"]))
+    rows = [row.split(" | ")[0].lstrip("| ") for row in (tmp_path / "out" / "results.md").read_text().splitlines()[2:]]
+    assert rows == ["ft", "cache (fever_editors)", "cache (fever_cache_e32)"]
+    assert (tmp_path / "out" / "es_dd.png").read_bytes()[:4] == b"\x89PNG"

@@ -147,20 +147,28 @@ def records_from_log(path: Path) -> list[EditorResult]:
                                       data=settings["data"], finished=finished) for editor, init_args in ranked]
 
 
-def _label(record: EditorResult, runs: int) -> str:
-    return record.editor if runs == 1 else f"{record.editor} ({Path(record.source or '').stem})"
-
-
-def plot_es_dd(records: Sequence[EditorResult], path: Path) -> Path:
-    """One point per editor (and run): ES against accuracy drawdown; up and to the left is better."""
-    runs = len({r.source for r in records})
-    figure, axes = _pyplot().subplots(figsize=(5, 4))
+def _labels(records: Sequence[EditorResult]) -> list[str]:
+    """Editor names, with the run's file name only where one editor name comes from more than one run."""
+    runs_of: dict[str, set[str | None]] = {}
     for record in records:
-        es, dd = record.metrics.get("es", math.nan), record.metrics.get("dd", math.nan)
+        runs_of.setdefault(record.editor, set()).add(record.source)
+    return [record.editor if len(runs_of[record.editor]) == 1 else f"{record.editor} ({Path(record.source or '').stem})"
+            for record in records]
+
+
+def plot_es_dd(records: Sequence[EditorResult], path: Path, title: str = "ES against DD") -> Path:
+    """One point per editor (and run): ES against accuracy drawdown; up and to the left is better. Labels of points
+    that lie close together are stacked so that they stay readable."""
+    figure, axes = _pyplot().subplots(figsize=(6.4, 4.6))
+    placed: list[tuple[float, float]] = []
+    points = [(record.metrics.get("dd", math.nan), record.metrics.get("es", math.nan)) for record in records]
+    span = max((abs(dd) for dd, _ in points if not math.isnan(dd)), default=1.0) or 1.0
+    for (dd, es), label in zip(points, _labels(records), strict=True):
         axes.scatter(dd, es, s=40)
-        axes.annotate(_label(record, runs), (dd, es), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    axes.set(xlabel="drawdown (accuracy, lower is better)", ylabel="edit success", ylim=(-0.05, 1.05),
-             title="ES against DD")
+        crowd = sum(abs(dd - x) < 0.08 * span and abs(es - y) < 0.04 for x, y in placed)
+        placed.append((dd, es))
+        axes.annotate(label, (dd, es), textcoords="offset points", xytext=(5, 4 - 9 * crowd), fontsize=7)
+    axes.set(xlabel="drawdown (accuracy, lower is better)", ylabel="edit success", ylim=(-0.05, 1.05), title=title)
     axes.grid(alpha=0.3)
     return _save(figure, path)
 
@@ -170,14 +178,13 @@ def plot_retention(records: Sequence[EditorResult], path: Path) -> Path | None:
     sequential = [r for r in records if r.sequential]
     if not sequential:
         return None
-    runs = len({r.source for r in records})
     figure, (left, right) = _pyplot().subplots(1, 2, figsize=(10, 4))
-    for record in sequential:
+    for record, label in zip(sequential, _labels(sequential), strict=True):
         curve = record.sequential or []
         edits = [point["edits"] for point in curve]
-        line, = left.plot(edits, [p["es"] for p in curve], marker="o", label=_label(record, runs))
+        line, = left.plot(edits, [p["es"] for p in curve], marker="o", label=label)
         left.plot(edits, [p["first_edit_es"] for p in curve], linestyle="--", color=line.get_color())
-        right.plot(edits, [p["dd"] for p in curve], marker="o", label=_label(record, runs))
+        right.plot(edits, [p["dd"] for p in curve], marker="o", label=label)
     left.set(xlabel="edits made", ylabel="ES (solid: all edits so far; dashed: the first)", ylim=(-0.05, 1.05),
              title="Retention of earlier edits")
     right.set(xlabel="edits made", ylabel="drawdown against the unedited model", title="Damage to other facts")
@@ -253,15 +260,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="results JSON files written by evaluate.py, or their per-batch logs (.jsonl) for the "
                              "edits an unfinished run has made so far")
     parser.add_argument("--out", type=Path, default=Path("results/report"), help="directory for the table and plots")
+    parser.add_argument("--title", default="ES against DD", help="title of the ES-against-DD plot (say the task)")
 
 
 def main(args: argparse.Namespace) -> int:
     records = read_results(args.results)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = len(args.results)
-    table = results_table([replace(record, editor=_label(record, runs)) for record in records])
+    table = results_table([replace(record, editor=label) for record, label in zip(records, _labels(records), strict=True)])
     (args.out / "results.md").write_text(table + "\n")
-    written = [args.out / "results.md", plot_es_dd(records, args.out / "es_dd.png")]
+    written = [args.out / "results.md", plot_es_dd(records, args.out / "es_dd.png", args.title)]
     written += [p for p in (plot_retention(records, args.out / "retention.png"),
                             plot_batch_sizes(records, args.out / "batch_sizes.png")) if p]
     so_far: dict[str, list[int]] = {}

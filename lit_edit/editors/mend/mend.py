@@ -128,6 +128,7 @@ class MEND(Editor):
         super().__init__(model, max_length, gradient_checkpointing)
         self.save_hyperparameters(ignore=["checkpoint"])
         self.lr, self.lr_lr, self.c_edit, self.c_loc = lr, lr_lr, c_edit, c_loc
+        self.hard_locality_weight = hard_locality_weight
         self.module_names = [name.rpartition(".")[0] for name in self.editable_names]
         groups: dict[str, list[str]] = {}
         self.transposed: dict[str, bool] = {}
@@ -184,7 +185,7 @@ class MEND(Editor):
         self._in_training_step = True
         try:
             return edit_and_locality_step(self, batch, self.c_edit, self.c_loc, edit_reads_only_gradients=True,
-                                          hard_weight=self.hparams.hard_locality_weight)
+                                          hard_weight=self.hard_locality_weight)
         finally:
             self._in_training_step = False
 

@@ -245,3 +245,26 @@ def test_a_report_across_runs_names_the_run_only_where_one_editor_name_comes_fro
     rows = [row.split(" | ")[0].lstrip("| ") for row in (tmp_path / "out" / "results.md").read_text().splitlines()[2:]]
     assert rows == ["ft", "cache (fever_editors)", "cache (fever_cache_e32)"]
     assert (tmp_path / "out" / "es_dd.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_es_plot_can_read_locality_as_changed_predictions_where_every_dd_is_zero(tmp_path):
+    """On zsRE every accuracy DD is 0 (the small model answers no NQ question right), so the ES plot's x axis is
+    1 - retention there; a record's point sits at that value, and an unknown axis is refused."""
+    import argparse
+
+    import pytest
+
+    from lit_edit.evaluation import report
+
+    records = [{"editor": "mend", "metrics": {"es": 0.5, "dd": 0.0, "retention": 0.75}},
+               {"editor": "cache", "metrics": {"es": 1.0, "dd": 0.0, "retention": 0.25}}]
+    (tmp_path / "zsre.json").write_text(json.dumps(records))
+    parsed = report.read_results([tmp_path / "zsre.json"])
+    assert [report._locality(r, "changed") for r in parsed] == [0.25, 0.75]
+    assert [report._locality(r, "dd") for r in parsed] == [0.0, 0.0]
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    report.main(parser.parse_args([str(tmp_path / "zsre.json"), "--out", str(tmp_path / "out"), "--against", "changed"]))
+    assert (tmp_path / "out" / "es_dd.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="against must be one of"):
+        report.plot_es_dd(parsed, tmp_path / "x.png", against="retention")

@@ -156,19 +156,35 @@ def _labels(records: Sequence[EditorResult]) -> list[str]:
             for record in records]
 
 
-def plot_es_dd(records: Sequence[EditorResult], path: Path, title: str = "ES against DD") -> Path:
-    """One point per editor (and run): ES against accuracy drawdown; up and to the left is better. Labels of points
-    that lie close together are stacked so that they stay readable."""
+#: What the x axis of the ES plot reads: accuracy drawdown, or the share of out-of-scope predictions the edit changed
+#: (1 - retention), which is what tells editors apart where the unedited model gets no out-of-scope answer right
+#: (zsRE's NQ questions on a small model) and every DD is 0.
+LOCALITY_AXES = {"dd": "drawdown (accuracy, lower is better)",
+                 "changed": "out-of-scope predictions changed (1 - retention, lower is better)"}
+
+
+def _locality(record: EditorResult, against: str) -> float:
+    if against == "dd":
+        return record.metrics.get("dd", math.nan)
+    return 1.0 - record.metrics.get("retention", math.nan)
+
+
+def plot_es_dd(records: Sequence[EditorResult], path: Path, title: str = "ES against DD",
+               against: str = "dd") -> Path:
+    """One point per editor (and run): ES against accuracy drawdown (or, ``against="changed"``, 1 - retention); up
+    and to the left is better. Labels of points that lie close together are stacked so that they stay readable."""
+    if against not in LOCALITY_AXES:
+        raise ValueError(f"against must be one of {sorted(LOCALITY_AXES)}, got {against!r}")
     figure, axes = _pyplot().subplots(figsize=(6.4, 4.6))
     placed: list[tuple[float, float]] = []
-    points = [(record.metrics.get("dd", math.nan), record.metrics.get("es", math.nan)) for record in records]
+    points = [(_locality(record, against), record.metrics.get("es", math.nan)) for record in records]
     span = max((abs(dd) for dd, _ in points if not math.isnan(dd)), default=1.0) or 1.0
     for (dd, es), label in zip(points, _labels(records), strict=True):
         axes.scatter(dd, es, s=40)
         crowd = sum(abs(dd - x) < 0.08 * span and abs(es - y) < 0.04 for x, y in placed)
         placed.append((dd, es))
         axes.annotate(label, (dd, es), textcoords="offset points", xytext=(5, 4 - 9 * crowd), fontsize=7)
-    axes.set(xlabel="drawdown (accuracy, lower is better)", ylabel="edit success", ylim=(-0.05, 1.05), title=title)
+    axes.set(xlabel=LOCALITY_AXES[against], ylabel="edit success", ylim=(-0.05, 1.05), title=title)
     axes.grid(alpha=0.3)
     return _save(figure, path)
 
@@ -261,6 +277,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "edits an unfinished run has made so far")
     parser.add_argument("--out", type=Path, default=Path("results/report"), help="directory for the table and plots")
     parser.add_argument("--title", default="ES against DD", help="title of the ES-against-DD plot (say the task)")
+    parser.add_argument("--against", choices=sorted(LOCALITY_AXES), default="dd",
+                        help="x axis of the ES plot: accuracy DD, or 'changed' (1 - retention) where every DD is 0")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -268,7 +286,7 @@ def main(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     table = results_table([replace(record, editor=label) for record, label in zip(records, _labels(records), strict=True)])
     (args.out / "results.md").write_text(table + "\n")
-    written = [args.out / "results.md", plot_es_dd(records, args.out / "es_dd.png", args.title)]
+    written = [args.out / "results.md", plot_es_dd(records, args.out / "es_dd.png", args.title, args.against)]
     written += [p for p in (plot_retention(records, args.out / "retention.png"),
                             plot_batch_sizes(records, args.out / "batch_sizes.png")) if p]
     so_far: dict[str, list[int]] = {}

@@ -10,7 +10,9 @@
 
 Data: ``counterfact`` (CounterFact val), ``zsre`` (the last 500 of zsre_mend_train_10000, held out from training),
 ``wise`` (WISE hallucination passages: long Wikipedia-style contexts; the paraphrase is the passage behind an unrelated
-web text, out of scope are a web text and another passage, labelled with the base model's own next word). Every
+web text, out of scope are a web text and another passage, labelled with the base model's own next word), ``wikitext``
+(the project's WikiText generation edits, ``builtin:wikitext``: a passage prefix continued by 10 sampled tokens, other
+passages out of scope and scored by perplexity DD; ``--match ppl_dd`` sets epsilon* there). Every
 command takes ``--device`` (cpu or cuda) and ``--limit``; results go to ``results/memory_editors_*.json``.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from lit_edit.data.datamodule import load_split, resolve_data_path
 from lit_edit.data.records import EditRecord, LabeledPrompt
@@ -32,11 +35,12 @@ from lit_edit.editors.edited_model import aligned_logits
 from lit_edit.evaluation.scores import EditScores
 from lit_edit.evaluation.scoring import score
 from lit_edit.generation import greedy_completion
-from lit_edit.metrics import example_agreement, example_correct, labelled_examples
+from lit_edit.metrics import IGNORE_INDEX, example_agreement, example_correct, labelled_examples
 
 DATA = {
     "counterfact": ("shared:counterfact/counterfact-val.json", "counterfact_easyedit"),
     "zsre": ("shared:zsre/zsre_mend_train_10000.json#9500:10000", "zsre_mend"),
+    "wikitext": ("builtin:wikitext", "wikitext_edits"),
 }
 FILLER = (("shared:zsre/zsre_mend_train_10000.json#0:9500", "zsre_mend"),  # stored edits for the latency runs
           ("shared:counterfact/counterfact-train.json", "counterfact_easyedit"))
@@ -82,7 +86,7 @@ def scored(editor: Editor, records: list[EditRecord], per_batch: int = 1) -> dic
         batch = editor.prompts.batch(records[start:start + per_batch]).to(editor.device)
         score(editor, batch, scores)
     return {key: float(scores.as_logged()[key].compute()) for key in
-            ("es", "paraphrase_es", "dd", "retention", "token_accuracy", "edit_seconds")}
+            ("es", "paraphrase_es", "dd", "ppl_dd", "retention", "token_accuracy", "edit_seconds")}
 
 
 def build(kind: str, args: argparse.Namespace, **kwargs: Any) -> Editor:
@@ -164,12 +168,21 @@ def latency(args: argparse.Namespace) -> None:
 
 
 # -- the cache's threshold -----------------------------------------------------------------------------
+def row_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the float64 sum of NLL over labelled tokens and their count: pooled over rows, the perplexity that
+    perplexity DD compares (``lit_edit.evaluation.metrics.perplexity_drawdown``)."""
+    token_nll = F.cross_entropy(logits.float().transpose(1, 2), labels.long(), ignore_index=IGNORE_INDEX,
+                                reduction="none")
+    return token_nll.double().sum(1), (labels != IGNORE_INDEX).sum(1).double()
+
+
 @torch.no_grad()
 def cache_rows(cache: EditCache, records: list[EditRecord]) -> dict[str, torch.Tensor]:
     """Per query row, single-edit protocol: distance to its edit's key, and whether the base model and the cached
     answer get it right; from these, ES and DD at any epsilon are exact (the cache answers a row iff distance <= eps)."""
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("in_d", "in_base", "in_cached", "para", "out_d",
-                                                          "out_base", "out_cached", "out_same")}
+                                                          "out_base", "out_cached", "out_same", "out_nll_base",
+                                                          "out_nll_cached", "out_tokens")}
     for record in records:
         batch = cache.prompts.batch([record]).to(cache.device)
         memory = cache.memory_for(batch)
@@ -185,6 +198,10 @@ def cache_rows(cache: EditCache, records: list[EditRecord]) -> dict[str, torch.T
             out[f"{prefix}_cached"].append(example_correct(answered, labels)[keep].cpu())
             if prefix == "out":  # whether the cached answer would change the base model's answer at all
                 out["out_same"].append(example_agreement(logits, answered, labels)[keep].cpu())
+                (base_nll, tokens), (cached_nll, _) = row_nll(logits, labels), row_nll(answered, labels)
+                out["out_nll_base"].append(base_nll[keep].cpu())
+                out["out_nll_cached"].append(cached_nll[keep].cpu())
+                out["out_tokens"].append(tokens[keep].cpu())
         out["para"].append(batch.in_scope_is_paraphrase[labelled_examples(batch.in_scope.labels[:, 1:]).cpu()].cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 
@@ -193,9 +210,12 @@ def cache_scores(rows: dict[str, torch.Tensor], epsilon: float) -> dict[str, flo
     inside = torch.where(rows["in_d"] <= epsilon, rows["in_cached"], rows["in_base"]).float()
     outside = torch.where(rows["out_d"] <= epsilon, rows["out_cached"], rows["out_base"]).float()
     para = rows["para"]
+    routed_out = rows["out_d"] <= epsilon
+    nll_change = torch.where(routed_out, rows["out_nll_cached"], rows["out_nll_base"]).sum() - rows["out_nll_base"].sum()
     return {"epsilon": epsilon, "es": float(inside.mean()),
             "paraphrase_es": float(inside[para].mean()) if para.any() else float("nan"),
             "dd": float(rows["out_base"].float().mean() - outside.mean()),
+            "ppl_dd": float(torch.expm1(nll_change / rows["out_tokens"].sum())),
             "retention": float(1.0 - ((rows["out_d"] <= epsilon) & ~rows["out_same"]).float().mean())}
 
 
@@ -216,19 +236,21 @@ def sweep(args: argparse.Namespace) -> None:
     marks = [cache_scores(rows, eps) for eps in (epsilon_star / 2, epsilon_star, 2 * epsilon_star)]
     cache.epsilon = epsilon_star
     check = scored(cache, records)  # the real editor at epsilon*, through the shared scoring
-    if any(abs(check[key] - marks[1][key]) > 1e-6 for key in ("es", "dd", "retention")):
+    if any(abs(check[key] - marks[1][key]) > 1e-6 for key in ("es", "dd", "retention")) or \
+            abs(check["ppl_dd"] - marks[1]["ppl_dd"]) > 1e-4 * max(1.0, abs(check["ppl_dd"])):
         raise RuntimeError(f"the sweep disagrees with EditCache at epsilon*: {marks[1]} vs {check}")
     lines = [f"cache threshold sweep: {args.data}, {len(records)} edits, one at a time; ε* matches MEND's "
-             f"{args.match} = {target:.3f}", "", "| ε | ES | paraphrase ES | DD | retention |", "|---|---|---|---|---|"]
+             f"{args.match} = {target:.3f}", "", "| ε | ES | paraphrase ES | DD | perplexity DD | retention |",
+             "|---|---|---|---|---|---|"]
     for name, point in zip(("ε*/2", "ε*", "2ε*"), marks, strict=True):
         lines.append(f"| {name} = {point['epsilon']:.2f} | {point['es']:.3f} | {point['paraphrase_es']:.3f} | "
-                     f"{point['dd']:+.3f} | {point['retention']:.3f} |")
+                     f"{point['dd']:+.3f} | {point['ppl_dd']:+.4g} | {point['retention']:.3f} |")
     if mend is not None:
         lines.append(f"| MEND | {mend['es']:.3f} | {mend['paraphrase_es']:.3f} | {mend['dd']:+.3f} | "
-                     f"{mend['retention']:.3f} |")
+                     f"{mend['ppl_dd']:+.4g} | {mend['retention']:.3f} |")
     print("\n".join(lines))
     figure = Path(args.figure or f"docs/figures/cache_threshold_{args.data}.png")
-    plot(curve, marks, mend, figure, f"cache on {args.data} ({len(records)} edits)")
+    plot(curve, marks, mend, figure, f"cache on {args.data} ({len(records)} edits)", perplexity=args.match == "ppl_dd")
     print("written:", figure, write(f"sweep_{args.data}", {"data": args.data, "edits": len(records), "mend": mend,
                                                              "match": args.match, "target": target,
                                                              "epsilon_star": epsilon_star,
@@ -236,7 +258,9 @@ def sweep(args: argparse.Namespace) -> None:
 
 
 def plot(curve: list[dict[str, float]], marks: list[dict[str, float]], mend: dict | None,
-         path: Path, title: str) -> None:
+         path: Path, title: str, perplexity: bool = False) -> None:
+    """ES, paraphrase ES, DD and retention against epsilon, MEND's levels as lines; with ``perplexity``, the
+    perplexity ratio (1 + perplexity DD) on a log axis at the right, since it is not a share."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,6 +279,13 @@ def plot(curve: list[dict[str, float]], marks: list[dict[str, float]], mend: dic
     for point, name in zip(marks, ("ε*/2", "ε*", "2ε*"), strict=True):
         ax.axvline(point["epsilon"], color="red", alpha=0.3, linewidth=0.8)
         ax.annotate(name, (point["epsilon"], 1.02), ha="center", fontsize=8, annotation_clip=False)
+    if perplexity:
+        ratio_axis = ax.twinx()
+        ratio_axis.plot(eps, [1.0 + p["ppl_dd"] for p in curve], color="purple", linewidth=1.0)
+        if mend is not None:
+            ratio_axis.axhline(1.0 + mend["ppl_dd"], color="purple", linestyle="--", linewidth=0.8)
+        ratio_axis.set_yscale("log")
+        ratio_axis.set_ylabel("perplexity post / pre (purple; dashed: MEND)", fontsize=8)
     ax.set_xlabel("ε (L2 distance of averaged final hidden states)")
     ax.set_ylim(-0.05, 1.08)
     ax.set_title(title, fontsize=9, pad=14)
@@ -294,13 +325,14 @@ def main() -> None:
         sub.add_argument("--mend", default=MEND_CHECKPOINT)
         sub.add_argument("--serac", default=SERAC_CHECKPOINT)
         sub.add_argument("--max_length", type=int, default=256)
-        sub.add_argument("--data", choices=["counterfact", "zsre", "wise"], default="zsre")
+        sub.add_argument("--data", choices=["counterfact", "zsre", "wise", "wikitext"], default="zsre")
     commands.choices["latency"].add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
     commands.choices["latency"].add_argument("--repeats", type=int, default=5)
-    commands.choices["sweep"].add_argument("--match", choices=["dd", "retention"], default="retention",
+    commands.choices["sweep"].add_argument("--match", choices=["dd", "retention", "ppl_dd"], default="retention",
                                            help="what epsilon* matches MEND on: DD, or retention (1 - the share of "
                                                 "out-of-scope answers changed; informative even where the base model "
-                                                "rarely knows the out-of-scope answers, which leaves DD near 0)")
+                                                "rarely knows the out-of-scope answers, which leaves DD near 0), or "
+                                                "perplexity DD (generation editing: --data wikitext)")
     commands.choices["sweep"].add_argument("--target", type=float, help="MEND's value to match (default: measured)")
     commands.choices["sweep"].add_argument("--epsilon", type=float, help="use this epsilon* instead of matching MEND")
     commands.choices["sweep"].add_argument("--figure", help="PNG path (default docs/figures/cache_threshold_DATA.png)")

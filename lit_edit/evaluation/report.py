@@ -179,7 +179,9 @@ def plot_es_dd(records: Sequence[EditorResult], path: Path, title: str = "ES aga
     placed: list[tuple[float, float]] = []
     points = [(_locality(record, against), record.metrics.get("es", math.nan)) for record in records]
     span = max((abs(dd) for dd, _ in points if not math.isnan(dd)), default=1.0) or 1.0
-    for (dd, es), label in zip(points, _labels(records), strict=True):
+    labelled = sorted(zip(points, _labels(records), strict=True), key=lambda item: -item[0][1]
+                      if not math.isnan(item[0][1]) else math.inf)
+    for (dd, es), label in labelled:  # highest first: a stacked label goes below, under the lower point
         axes.scatter(dd, es, s=40)
         crowd = sum(abs(dd - x) < 0.08 * span and abs(es - y) < 0.04 for x, y in placed)
         placed.append((dd, es))

@@ -207,16 +207,16 @@ def cache_rows(cache: EditCache, records: list[EditRecord]) -> dict[str, torch.T
 
 
 def cache_scores(rows: dict[str, torch.Tensor], epsilon: float) -> dict[str, float]:
-    inside = torch.where(rows["in_d"] <= epsilon, rows["in_cached"], rows["in_base"]).float()
-    outside = torch.where(rows["out_d"] <= epsilon, rows["out_cached"], rows["out_base"]).float()
-    para = rows["para"]
     routed_out = rows["out_d"] <= epsilon
+    inside = torch.where(rows["in_d"] <= epsilon, rows["in_cached"], rows["in_base"]).float()
+    outside = torch.where(routed_out, rows["out_cached"], rows["out_base"]).float()
+    para = rows["para"]
     nll_change = torch.where(routed_out, rows["out_nll_cached"], rows["out_nll_base"]).sum() - rows["out_nll_base"].sum()
     return {"epsilon": epsilon, "es": float(inside.mean()),
             "paraphrase_es": float(inside[para].mean()) if para.any() else float("nan"),
             "dd": float(rows["out_base"].float().mean() - outside.mean()),
             "ppl_dd": float(torch.expm1(nll_change / rows["out_tokens"].sum())),
-            "retention": float(1.0 - ((rows["out_d"] <= epsilon) & ~rows["out_same"]).float().mean())}
+            "retention": float(1.0 - (routed_out & ~rows["out_same"]).float().mean())}
 
 
 def sweep(args: argparse.Namespace) -> None:

@@ -19,12 +19,14 @@ from torch.profiler import record_function
 from lit_edit.data.batch import IGNORE_INDEX, UNRELATED, EditBatch, TokenizedExamples
 from lit_edit.editors.base import Editor
 from lit_edit.evaluation.metrics import edit_success
+from lit_edit.mechanics.continuation_locality import Continuations, continuation_kl
 from lit_edit.mechanics.edited_model import EditFailedError, locality_kl, nll_loss, prediction_mask
 from lit_edit.mechanics.lower_blocks import LowerBlocks, Recording
 
 #: The parts of a training step, as ``torch.profiler`` sees them (scripts/benchmark_training_step.py reads them).
 STEP_PARTS = {"edit": "lit_edit: edit", "in_scope": "lit_edit: in-scope pass, edited",
-              "unedited_out": "lit_edit: out-of-scope pass, unedited", "edited_out": "lit_edit: out-of-scope pass, edited"}
+              "unedited_out": "lit_edit: out-of-scope pass, unedited", "edited_out": "lit_edit: out-of-scope pass, edited",
+              "continuation": "lit_edit: after-target passes"}
 
 
 def _through(lower: LowerBlocks | None, recording: Recording | None, full_pass: Callable[[], tuple[Tensor, Tensor]],
@@ -82,11 +84,14 @@ def locality_weights(batch: EditBatch, kind: str, hard_weight: float) -> Tensor:
 
 
 def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_loc: float,
-                           edit_reads_only_gradients: bool = False, hard_weight: float = 1.0) -> Tensor | None:
+                           edit_reads_only_gradients: bool = False, hard_weight: float = 1.0,
+                           continuations: Continuations | None = None, c_continuation: float = 0.0) -> Tensor | None:
     """Edit with ``batch``, return the weighted loss (logged with its parts), or skip the step if the edit or the
     loss is not finite. ``edit_reads_only_gradients``: the editor's edit depends on its edit examples only through
     their loss's gradients (rows without labels change nothing), so the edit may be made over every row.
-    ``hard_weight``: see :func:`locality_weights`."""
+    ``hard_weight``: see :func:`locality_weights`. ``continuations``, ``c_continuation``: a third term,
+    c_continuation · KL(unedited || edited) over the unedited model's continuation of each edit prompt and its new
+    target (:mod:`lit_edit.mechanics.continuation_locality`)."""
     lower = editor.lower_blocks
     shared = edit_over_every_row(batch) if lower is not None and edit_reads_only_gradients else None
     in_scope, out_of_scope = batch.in_scope, batch.out_of_scope
@@ -116,8 +121,14 @@ def edit_and_locality_step(editor: Editor, batch: EditBatch, c_edit: float, c_lo
     edit_loss = nll_loss(post_in, in_labels)
     loc_loss = locality_kl(pre_out, post_out, locality_weights(batch, editor.kind, hard_weight))
     loss = c_edit * edit_loss + c_loc * loc_loss
+    logged = {"train/loss": loss, "train/edit_loss": edit_loss, "train/loc_loss": loc_loss,
+              "train/es": edit_success(post_in.detach(), in_labels)}
+    if continuations is not None and c_continuation > 0:
+        with record_function(STEP_PARTS["continuation"]):
+            after = continuation_kl(editor.model, edited, continuations.rows(editor.model, batch.edit))
+        loss = loss + c_continuation * after
+        logged.update({"train/loss": loss, "train/continuation_loss": after})
     if not torch.isfinite(loss):
         return editor.skip_step()
-    editor.log_dict({"train/loss": loss, "train/edit_loss": edit_loss, "train/loc_loss": loc_loss,
-                     "train/es": edit_success(post_in.detach(), in_labels)}, prog_bar=True, batch_size=len(batch))
+    editor.log_dict(logged, prog_bar=True, batch_size=len(batch))
     return loss

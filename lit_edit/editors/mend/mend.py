@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from lit_edit.data.batch import EditBatch
 from lit_edit.editors.base import Editor
 from lit_edit.editors.objective import edit_and_locality_step
+from lit_edit.errors import ConfigurationError
+from lit_edit.mechanics.continuation_locality import Continuations
 from lit_edit.mechanics.edit_result import builds_on_weights
 from lit_edit.mechanics.edited_model import EditedModel, aligned_logits, nll_loss
 from lit_edit.mechanics.hooks import ActivationCapture
@@ -102,7 +104,8 @@ class MEND(Editor):
                  lr: float = 1.0e-4, lr_lr: float = 1.0e-4, c_edit: float = 0.1, c_loc: float = 1.0,
                  hard_locality_weight: float = 1.0, checkpoint: str | None = None, max_length: int = 128,
                  gradient_checkpointing: bool = False, warmup_steps: int = 0,
-                 lr_schedule: LrSchedule = "constant") -> None:
+                 lr_schedule: LrSchedule = "constant", c_continuation: float = 0.0,
+                 continuation_tokens: int = 8) -> None:
         """
         Args:
             rank, n_blocks: width and depth of each editor network's residual low-rank blocks.
@@ -111,6 +114,10 @@ class MEND(Editor):
             c_edit, c_loc: weights of the in-scope NLL after the edit and of the out-of-scope KL.
             hard_locality_weight: how many times each hard out-of-scope prompt (same subject or same relation as the
                 edit) counts in that KL against an unrelated one (1: all alike, as the reference MEND, which has none).
+            c_continuation, continuation_tokens: weight of a third term, the KL between the unedited and the edited
+                model over the unedited model's ``continuation_tokens``-token greedy continuation of each edit prompt
+                and its new target (0: none, as the reference MEND); it keeps an edit from repeating its target in
+                what follows (:mod:`lit_edit.mechanics.continuation_locality`). Causal LMs only.
             warmup_steps, lr_schedule: the learning rate rises linearly over ``warmup_steps`` optimizer steps, then
                 stays (``constant``) or decays to 0 at the run's last step (``linear``, ``cosine``;
                 :mod:`lit_edit.mechanics.schedule`).
@@ -124,8 +131,15 @@ class MEND(Editor):
         require_non_negative(owner, "lr_lr", lr_lr)  # 0: the per-layer rates stay as initialised
         require_non_negative(owner, "c_loc", c_loc)
         require_positive(owner, "hard_locality_weight", hard_locality_weight)
+        require_non_negative(owner, "c_continuation", c_continuation)
+        require_at_least(owner, "continuation_tokens", continuation_tokens, 1)
         check_schedule(owner, warmup_steps, lr_schedule)
         super().__init__(model, max_length, gradient_checkpointing)
+        if c_continuation > 0 and self.kind != "causal":
+            raise ConfigurationError(f"{owner}: c_continuation needs a causal LM (the target ends a {self.kind} "
+                                     f"model's output); set it to 0")
+        self.c_continuation = c_continuation
+        self.continuations = Continuations(continuation_tokens) if c_continuation > 0 else None
         self.save_hyperparameters(ignore=["checkpoint"])
         self.lr, self.lr_lr, self.c_edit, self.c_loc = lr, lr_lr, c_edit, c_loc
         self.hard_locality_weight = hard_locality_weight
@@ -185,7 +199,8 @@ class MEND(Editor):
         self._in_training_step = True
         try:
             return edit_and_locality_step(self, batch, self.c_edit, self.c_loc, edit_reads_only_gradients=True,
-                                          hard_weight=self.hard_locality_weight)
+                                          hard_weight=self.hard_locality_weight,
+                                          continuations=self.continuations, c_continuation=self.c_continuation)
         finally:
             self._in_training_step = False
 

@@ -24,7 +24,7 @@ try:  # a path argument (--config) naming no file; private, so looked for rather
 except ImportError:  # pragma: no cover - another jsonargparse layout: such errors keep jsonargparse's report
     PathError = None
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar, Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lit_edit.callbacks import ProgressLines, StepTimer, ValidateAtLastStep, is_terminal
@@ -105,6 +105,26 @@ def _caused_by(error: BaseException | None, kind: type[BaseException]) -> bool:
     return False
 
 
+RUN_CHECKPOINTS = Path("checkpoints")
+
+
+def checkpoints_follow_run_name(callbacks: list, logger: object) -> None:
+    """Point every ``ModelCheckpoint`` writing to ``checkpoints/<other name>`` at ``checkpoints/<the run's name>``.
+
+    Why: a config file's ``checkpoints/${trainer.logger.init_args.name}`` is resolved when the file is read, before
+    command-line overrides, so ``--trainer.logger.init_args.name exp`` alone would leave the checkpoints at the
+    config's name, where this run would resume, and overwrite, another run's ``last.ckpt``. A dirpath outside
+    ``checkpoints/`` is the user's own choice and stays."""
+    name = getattr(logger, "name", None)
+    if not isinstance(name, str) or not name:
+        return
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+            dirpath = Path(callback.dirpath)
+            if dirpath.parent.resolve() == RUN_CHECKPOINTS.resolve() and dirpath.name != name:
+                callback.dirpath = str(dirpath.parent / name)
+
+
 class TrainCLI(LightningCLI):
     """Fit an editor; resumes from the run's ``last.ckpt`` when one exists (``--ckpt_path last``).
 
@@ -135,6 +155,7 @@ class TrainCLI(LightningCLI):
             return
         super().instantiate_classes()
         callbacks = self.trainer.callbacks
+        checkpoints_follow_run_name(callbacks, self.trainer.logger)
         if not any(isinstance(callback, CheckpointOnPreemption) for callback in callbacks):
             # A submitted job listens for the signal its script asks SLURM to send before the time limit.
             callbacks.append(CheckpointOnPreemption(requeue_signal=self.config.get("slurm.requeue_signal")))

@@ -75,6 +75,18 @@ def test_train_py_fast_dev_run(tiny_models, synthetic_splits, tmp_path, monkeypa
     assert isinstance(cli.model, MEND)
 
 
+def test_a_run_renamed_on_the_command_line_checkpoints_under_its_own_name(tiny_models, synthetic_splits, tmp_path,
+                                                                          monkeypatch):
+    """The config's checkpoints/${name} is resolved before the override; the run must not write (or resume) there."""
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "checkpoints" / "mend-smollm2-135m"
+    cli = train_main([*override_model(tiny_models["llama"], synthetic_splits), "--trainer.max_steps=2",
+                      "--model.init_args.rank=8", "--trainer.logger.init_args.name=exp-renamed",
+                      "--trainer.val_check_interval=8", "--data.limit_val=2", "--trainer.enable_progress_bar=false"])
+    assert cli.trainer.global_step == 2
+    assert (tmp_path / "checkpoints" / "exp-renamed" / "last.ckpt").exists() and not other.exists()
+
+
 def test_train_py_saves_editor_only_checkpoint_and_resumes(knowing_gpt2, synthetic_splits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recorder = json.dumps({"class_path": "conftest.RecordTrainBatches", "init_args": {"path": "batches.jsonl"}})

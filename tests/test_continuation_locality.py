@@ -3,6 +3,7 @@ alone, made once per edit, and a KL over its positions that MEND's training step
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -56,10 +57,11 @@ def test_rows_are_the_edit_followed_by_its_greedy_continuation_labelled_alone_an
         assert labelled == list(range(len(real), n))  # the continuation only: not the prompt, not the target
         assert rows.labels[i, len(real):n].tolist() == rows.input_ids[i, len(real):n].tolist()
     assert len(continuations) == 2
+    changed = copy.deepcopy(editor.model)  # a copy: the loaded model is shared by every test
     with torch.no_grad():  # kept: a changed model does not change what was made
-        for p in editor.model.parameters():
+        for p in changed.parameters():
             p.add_(1.0)
-    again = continuations.rows(editor.model, batch.edit)
+    again = continuations.rows(changed, batch.edit)
     assert torch.equal(again.input_ids, rows.input_ids) and len(continuations) == 2
 
 

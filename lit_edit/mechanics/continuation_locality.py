@@ -16,8 +16,8 @@ from torch import Tensor
 from transformers import GenerationConfig, PreTrainedModel
 
 from lit_edit.data.batch import IGNORE_INDEX, TokenizedExamples, context_length
-from lit_edit.errors import ConfigurationError
 from lit_edit.mechanics.edited_model import EditedModel, aligned_logits, locality_kl
+from lit_edit.mechanics.settings import require_at_least
 
 
 class Continuations:
@@ -25,8 +25,7 @@ class Continuations:
     training run sees each edit many times, and the unedited model's continuation of it never changes."""
 
     def __init__(self, tokens: int) -> None:
-        if tokens < 1:
-            raise ConfigurationError(f"continuation_tokens must be >= 1, got {tokens}")
+        require_at_least("Continuations", "tokens", tokens, 1)
         self.tokens = tokens
         self._made: dict[tuple[int, ...], tuple[int, ...]] = {}
 

@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jsonargparse import ActionYesNo
+from omegaconf.errors import OmegaConfBaseException
 
 try:  # a path argument (--config) naming no file; private, so looked for rather than relied on
     from jsonargparse._paths import PathError
 except ImportError:  # pragma: no cover - another jsonargparse layout: such errors keep jsonargparse's report
     PathError = None
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
+from lightning.pytorch.callbacks import ProgressBar, Timer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lit_edit.callbacks import ProgressLines, StepTimer, ValidateAtLastStep, is_terminal
-from lit_edit.config_files import PARSER_MODE
+from lit_edit.config_files import PARSER_MODE, unreadable
 from lit_edit.config_files import register as register_config_files
 from lit_edit.data.datamodule import EditDataModule
 from lit_edit.errors import UserInputError
@@ -93,6 +94,19 @@ class UserErrorParser(LightningArgumentParser):
             raise FileNotFoundError(one_line(Exception(message))) from ex
         super().error(message, ex)
 
+    def parse_args(self, *args: Any, **kwargs: Any) -> Any:
+        """An interpolation that cannot be resolved once every source is merged is the user's one-line error."""
+        try:
+            return super().parse_args(*args, **kwargs)
+        except OmegaConfBaseException as error:
+            raise unreadable(error, "the config") from None
+
+    def parse_object(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().parse_object(*args, **kwargs)
+        except OmegaConfBaseException as error:
+            raise unreadable(error, "the config") from None
+
 
 def _caused_by(error: BaseException | None, kind: type[BaseException]) -> bool:
     seen: set[int] = set()
@@ -103,26 +117,6 @@ def _caused_by(error: BaseException | None, kind: type[BaseException]) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
-
-
-RUN_CHECKPOINTS = Path("checkpoints")
-
-
-def checkpoints_follow_run_name(callbacks: list, logger: object) -> None:
-    """Point every ``ModelCheckpoint`` writing to ``checkpoints/<other name>`` at ``checkpoints/<the run's name>``.
-
-    Why: a config file's ``checkpoints/${trainer.logger.init_args.name}`` is resolved when the file is read, before
-    command-line overrides, so ``--trainer.logger.init_args.name exp`` alone would leave the checkpoints at the
-    config's name, where this run would resume, and overwrite, another run's ``last.ckpt``. A dirpath outside
-    ``checkpoints/`` is the user's own choice and stays."""
-    name = getattr(logger, "name", None)
-    if not isinstance(name, str) or not name:
-        return
-    for callback in callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
-            dirpath = Path(callback.dirpath)
-            if dirpath.parent.resolve() == RUN_CHECKPOINTS.resolve() and dirpath.name != name:
-                callback.dirpath = str(dirpath.parent / name)
 
 
 class TrainCLI(LightningCLI):
@@ -155,7 +149,6 @@ class TrainCLI(LightningCLI):
             return
         super().instantiate_classes()
         callbacks = self.trainer.callbacks
-        checkpoints_follow_run_name(callbacks, self.trainer.logger)
         if not any(isinstance(callback, CheckpointOnPreemption) for callback in callbacks):
             # A submitted job listens for the signal its script asks SLURM to send before the time limit.
             callbacks.append(CheckpointOnPreemption(requeue_signal=self.config.get("slurm.requeue_signal")))

@@ -7,7 +7,7 @@
 Why: the shipped configs share one trainer block (``configs/common/``) instead of a copy each, and a user's config can
 be "configs/train/mend.yaml, with these changes". Bases may have bases; a cycle or a missing file is the user's error,
 named in one line. OmegaConf interpolations (``${trainer.logger.init_args.name}``) are resolved after merging, so a
-base can refer to a value the including file sets. ``train.py`` and ``evaluate.py`` read configs this way
+base can refer to a value the including file, or the command line, sets. ``train.py`` and ``evaluate.py`` read configs this way
 (:data:`PARSER_MODE`, registered by :mod:`lit_edit.cli`); :func:`load_config` is the same for code that reads a
 config file itself. No torch here: ``lit-edit`` commands may use it.
 """
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig, ListConfig
 
 BASE_KEY = "base"
-#: The jsonargparse parser mode of train.py and evaluate.py: its "omegaconf" mode, with ``base:`` in config files.
-PARSER_MODE = "omegaconf_base"
+#: The jsonargparse parser mode of train.py and evaluate.py: its "omegaconf+" mode (interpolations resolved after
+#: every source is merged), its loader replaced by :func:`load_value`, which also merges ``base:`` files.
+PARSER_MODE = "omegaconf+"
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -46,9 +47,14 @@ def resolved(config: DictConfig | ListConfig, path: Path) -> Any:
     try:
         return OmegaConf.to_object(config)
     except OmegaConfBaseException as error:  # e.g. checkpoints/${trainer.logger.init_args.name} with `logger: false`
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigurationError(f"{path}: {getattr(error, 'full_key', None) or 'a value'} cannot be read: "
-                                 f"{message}") from None
+        raise unreadable(error, str(path)) from None
+
+
+def unreadable(error: Exception, where: str) -> ConfigurationError:
+    """An OmegaConf ``error`` (an interpolation that cannot be resolved) as the user's one-line error, naming
+    ``where`` (a config file, or the command line's merged config) and the value."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ConfigurationError(f"{where}: {getattr(error, 'full_key', None) or 'a value'} cannot be read: {message}")
 
 
 def with_bases(config: DictConfig, path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
@@ -82,8 +88,10 @@ def with_bases(config: DictConfig, path: Path, chain: tuple[Path, ...] = ()) -> 
 
 
 def load_value(value: str, path: str | None = None) -> Any:
-    """jsonargparse's loader for :data:`PARSER_MODE`: as its "omegaconf" mode reads a value, except that a config
-    file's (``path`` given; None for a command-line value) ``base:`` files are merged under it.
+    """jsonargparse's loader for :data:`PARSER_MODE`: a config file's (``path`` given; None for a command-line value)
+    ``base:`` files merged under it, interpolations left for the parser to resolve once every file and command-line
+    value is in (its "omegaconf+" mode); so ``--trainer.logger.init_args.name exp`` also moves a base file's
+    ``checkpoints/${trainer.logger.init_args.name}``.
 
     jsonargparse reads a config file from inside the file's folder, so relative bases start there."""
     from jsonargparse import get_loader
@@ -93,10 +101,9 @@ def load_value(value: str, path: str | None = None) -> Any:
     if plain is None or isinstance(plain, (str, int, float, bool)):
         return plain
     config = OmegaConf.load(io.StringIO(value))
-    if path is None:
-        return OmegaConf.to_object(config)
-    here = Path.cwd().resolve() / (path or "<config>")  # jsonargparse names a default config file by no name
-    return resolved(with_bases(config, here) if isinstance(config, DictConfig) else config, here)
+    if path is not None and isinstance(config, DictConfig):
+        config = with_bases(config, Path.cwd().resolve() / (path or "<config>"))  # a default config file has no name
+    return OmegaConf.to_container(config, resolve=False)
 
 
 def register() -> None:

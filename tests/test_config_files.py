@@ -65,6 +65,25 @@ def test_a_cycle_or_a_missing_base_is_named_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"train.py: error: no config file {tmp_path / 'missing.yaml'} (base: of {run})"
 
 
+def test_a_base_files_interpolation_follows_a_command_line_override(capsys):
+    """checkpoints/${trainer.logger.init_args.name} lives in configs/common/train.yaml; the name given on the command
+    line, not the config file's, must reach it (resolving per file once sent a renamed run to another's checkpoints)."""
+    printed = printed_config(train_main, ["--config", str(CONFIG_DIR / "train" / "mend_fever.yaml"),
+                                          "--trainer.logger.init_args.name", "exp-renamed"], capsys)
+    dirpaths = [c["init_args"]["dirpath"] for c in printed["trainer"]["callbacks"] if "dirpath" in c["init_args"]]
+    assert dirpaths == ["checkpoints/exp-renamed"] * 2
+
+
+def test_an_interpolation_that_cannot_be_resolved_is_one_line(tmp_path, capsys):
+    run = write(tmp_path / "run.yaml", {"base": str(CONFIG_DIR / "train" / "mend.yaml"), "trainer": {"logger": False}})
+    with pytest.raises(SystemExit) as exit_info, user_errors("train.py"):
+        train_main(["--config", str(run)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("train.py: error: the config: trainer.callbacks[0].init_args.dirpath cannot be read")
+    assert "\n" not in error
+
+
 def test_only_a_config_file_has_bases_not_a_command_line_value(tmp_path, monkeypatch):
     """A class's own ``base`` argument (CounterfactualEditor has one) given on the command line stays a value."""
     monkeypatch.chdir(tmp_path)

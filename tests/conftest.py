@@ -108,6 +108,32 @@ def make_tiny_model(directory: Path, arch: str, **overrides: int) -> ModelSpec:
     return ModelSpec(name=str(directory), kind=kind, editable=editable)
 
 
+def _weights_checksum(model: torch.nn.Module) -> torch.Tensor:
+    """Each parameter's and buffer's sum, in float64: cheap, and moved by any in-place change a test could make."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return torch.stack([t.detach().double().sum() for t in tensors]) if tensors else torch.zeros(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cached_models_stay_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the module that changed a base model of ``lit_edit.models``' cache in place, and drop that model from
+    the cache: every later test shares it (editors never change it), so a change made there would fail tests far
+    from its cause (a test once did; 10 unrelated tests failed). Models first loaded inside the module are checked
+    from the next module on."""
+    from lit_edit import models as model_cache
+
+    before = {key: _weights_checksum(model) for key, model in model_cache._MODEL_CACHE.items()}
+    yield
+    changed = [key for key, model in list(model_cache._MODEL_CACHE.items())
+               if key in before and not torch.equal(before[key], _weights_checksum(model))]
+    for key in changed:
+        del model_cache._MODEL_CACHE[key]
+    if changed:
+        names = ", ".join(str(key[0]) for key in changed)
+        pytest.fail(f"{request.module.__name__} changed the cached base model(s) {names} in place; change a copy "
+                    "(copy.deepcopy) instead", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelSpec]:
     root = tmp_path_factory.mktemp("tiny_models")

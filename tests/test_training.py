@@ -77,7 +77,8 @@ def test_train_py_fast_dev_run(tiny_models, synthetic_splits, tmp_path, monkeypa
 
 def test_a_run_renamed_on_the_command_line_checkpoints_under_its_own_name(tiny_models, synthetic_splits, tmp_path,
                                                                           monkeypatch):
-    """The config's checkpoints/${name} is resolved before the override; the run must not write (or resume) there."""
+    """The shared checkpoints/${name} must follow a name given on the command line: the run must not write (or
+    resume) under the config file's name."""
     monkeypatch.chdir(tmp_path)
     other = tmp_path / "checkpoints" / "mend-smollm2-135m"
     cli = train_main([*override_model(tiny_models["llama"], synthetic_splits), "--trainer.max_steps=2",
